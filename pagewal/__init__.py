@@ -1,0 +1,60 @@
+"""pagewal: a parallel, per-core write-ahead log for page stores.
+
+Stage page after-images from many threads, make them durable together once per epoch (group
+commit), and after any crash recover exactly the committed pages. See README.md for the
+durability promise of each setting.
+"""
+
+from ._chain import Record, RecoveryResult, SegmentInfo, SkippedSegment
+from ._codec import (
+    MAX_IMAGE_SIZE,
+    ChainPosition,
+    DecodedSegment,
+    SegmentHeader,
+    decode_segment,
+)
+from ._config import FsyncMode, Mode, WalConfig
+from ._errors import (
+    BrokenLogError,
+    ClosedError,
+    ConfigError,
+    CorruptSegmentError,
+    ImageTooLargeError,
+    InvalidCommitError,
+    PagewalError,
+)
+from ._fs import FileSystem, OsFileSystem
+from ._recovery import recover
+from ._stats import FallbackReason, Ticket, WalStats
+from ._wal import Wal
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_IMAGE_SIZE",
+    "BrokenLogError",
+    "ChainPosition",
+    "ClosedError",
+    "ConfigError",
+    "CorruptSegmentError",
+    "DecodedSegment",
+    "FallbackReason",
+    "FileSystem",
+    "FsyncMode",
+    "ImageTooLargeError",
+    "InvalidCommitError",
+    "Mode",
+    "OsFileSystem",
+    "PagewalError",
+    "Record",
+    "RecoveryResult",
+    "SegmentHeader",
+    "SegmentInfo",
+    "SkippedSegment",
+    "Ticket",
+    "Wal",
+    "WalConfig",
+    "WalStats",
+    "decode_segment",
+    "recover",
+]

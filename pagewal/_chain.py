@@ -1,0 +1,186 @@
+"""Chain validation and canonical ordering (DESIGN §3, §4). Pure: decoded segments in, values out.
+
+The chain: each present segment continues the one before it (``prev_epoch`` and a dense
+``commit_seq``), and the first continues the checkpoint (``ChainPosition(0, 0)`` when there is
+none). Canonical order: ``(commit_seq, position within the commit)``; the last after-image of
+a page wins, and ``db_size_pages`` of the last commit that set it is the database size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping, Sequence
+
+import attrs
+import numpy as np
+
+from ._codec import (
+    RECORD_DTYPE,
+    RECORD_FLAG_LAST,
+    ChainPosition,
+    DecodedSegment,
+    RecordArray,
+    SegmentHeader,
+)
+from ._errors import CorruptSegmentError
+
+CANONICAL_DTYPE = np.dtype([*((name, RECORD_DTYPE.fields[name][0]) for name in RECORD_DTYPE.names),
+                            ("segment", "<u4")])
+"""A record row plus the index of the segment (in chain order) whose bytes hold its image."""
+
+
+def check_continues(position: ChainPosition, header: SegmentHeader, path: str) -> ChainPosition:
+    """Check ``header`` continues the chain at ``position``; return the position after it."""
+    if header.prev_epoch != position.epoch:
+        raise CorruptSegmentError(
+            path, 40, f"chain broken: prev_epoch is {header.prev_epoch} but the previous "
+            f"segment (or checkpoint) is epoch {position.epoch}; a segment is missing")
+    if header.commit_seq_lo != position.commit_seq + 1:
+        raise CorruptSegmentError(
+            path, 24, f"chain broken: commit_seq_lo is {header.commit_seq_lo} but the previous "
+            f"segment ends at commit_seq {position.commit_seq}")
+    return ChainPosition(header.epoch, header.commit_seq_hi)
+
+
+@attrs.frozen
+class Record:
+    """One recovered record, as :meth:`RecoveryResult.iter_records` yields it."""
+
+    commit_seq: int
+    txn_id: int
+    page_no: int
+    db_size_pages: int | None
+    lane_id: int
+    last_in_commit: bool
+    image: bytes
+
+
+@attrs.frozen
+class SegmentInfo:
+    """A segment recovery read and kept."""
+
+    path: str
+    header: SegmentHeader
+
+
+@attrs.frozen
+class SkippedSegment:
+    """A segment left out by ``skip_corrupt``: the first failure found, and what followed it."""
+
+    path: str
+    offset: int
+    reason: str
+
+
+@attrs.frozen(eq=False)
+class RecoveryResult:
+    """What recovery found: the durable commits, in canonical order.
+
+    ``records`` is a :data:`CANONICAL_DTYPE` array in canonical order; images stay in the
+    segments' bytes until asked for. ``base`` is the checkpoint the chain started from;
+    ``last`` where it ends (the next commit is ``last.commit_seq + 1``). ``skipped`` lists what
+    ``skip_corrupt`` left out (empty otherwise: any corruption raises instead).
+    """
+
+    base: ChainPosition
+    last: ChainPosition
+    segments: tuple[SegmentInfo, ...]
+    skipped: tuple[SkippedSegment, ...]
+    removed_temp_files: tuple[str, ...]
+    bytes_read: int
+    records: RecordArray
+    _data: tuple[memoryview, ...] = attrs.field(alias="data", repr=False)
+
+    @property
+    def last_commit_seq(self) -> int:
+        return self.last.commit_seq
+
+    @property
+    def last_epoch(self) -> int:
+        return self.last.epoch
+
+    @property
+    def commit_count(self) -> int:
+        """Commits recovered from segments (not counting those before the checkpoint)."""
+        return self.last.commit_seq - self.base.commit_seq
+
+    @property
+    def db_size_pages(self) -> int | None:
+        """Database size set by the last commit that set one, if any did."""
+        sizes = self.records["db_size_pages"]
+        set_rows = np.flatnonzero(sizes)
+        return int(sizes[set_rows[-1]]) if set_rows.size else None
+
+    def image(self, index: int) -> bytes:
+        """After-image of canonical record ``index``."""
+        row = self.records[index]
+        start = int(row["image_offset"])
+        return bytes(self._data[int(row["segment"])][start : start + int(row["image_length"])])
+
+    def iter_records(self) -> Iterator[Record]:
+        """Every record in canonical order."""
+        for index, row in enumerate(self.records):
+            size = int(row["db_size_pages"])
+            yield Record(
+                commit_seq=int(row["commit_seq"]), txn_id=int(row["txn_id"]),
+                page_no=int(row["page_no"]), db_size_pages=size or None,
+                lane_id=int(row["lane_id"]),
+                last_in_commit=bool(row["flags"] & RECORD_FLAG_LAST), image=self.image(index))
+
+    def apply_to(self, pages: MutableMapping[int, bytes]) -> MutableMapping[int, bytes]:
+        """Apply the records to ``pages`` (page_no → image) in canonical order; return it.
+
+        Only the last image of each page is materialised.
+        """
+        page_nos = self.records["page_no"]
+        if page_nos.size == 0:
+            return pages
+        # np.unique on the reversed column finds each page's last occurrence.
+        unique_pages, reversed_index = np.unique(page_nos[::-1], return_index=True)
+        last_index = page_nos.size - 1 - reversed_index
+        for page_no, index in zip(unique_pages.tolist(), last_index.tolist(), strict=True):
+            pages[page_no] = self.image(index)
+        return pages
+
+    def page_images(self) -> dict[int, bytes]:
+        """The page contents the recovered records leave: page_no → last image."""
+        result: dict[int, bytes] = {}
+        self.apply_to(result)
+        return result
+
+
+def first_difference(expected: DecodedSegment, actual: DecodedSegment) -> str | None:
+    """How ``actual`` differs from ``expected`` as a set of commits, or ``None`` if it does not.
+
+    Compares records in canonical order, field by field and image by image; layout (lane order,
+    lane ids) is not part of the meaning and is ignored.
+    """
+    if expected.records.size != actual.records.size:
+        return f"{actual.records.size} records instead of {expected.records.size}"
+    expected_order = expected.canonical_order()
+    actual_order = actual.canonical_order()
+    for name in ("commit_seq", "txn_id", "page_no", "db_size_pages", "flags", "image_length"):
+        mismatch = np.flatnonzero(
+            expected.records[name][expected_order] != actual.records[name][actual_order])
+        if mismatch.size:
+            return f"record {int(mismatch[0])} in canonical order differs in {name}"
+    for rank, (want, got) in enumerate(zip(expected_order, actual_order, strict=True)):
+        if expected.image(int(want)) != actual.image(int(got)):
+            return f"record {rank} in canonical order differs in its image"
+    return None
+
+
+def canonical_records(segments: Sequence[DecodedSegment]) -> RecordArray:
+    """All records of chained ``segments``, in canonical order (numpy stable sort by seq)."""
+    total = sum(segment.records.size for segment in segments)
+    rows = np.empty(total, dtype=CANONICAL_DTYPE)
+    start = 0
+    for index, segment in enumerate(segments):
+        stop = start + segment.records.size
+        part = rows[start:stop]
+        for name in RECORD_DTYPE.names or ():
+            part[name] = segment.records[name]
+        part["segment"] = index
+        start = stop
+    # Segments are concatenated in chain order and each commit's records are contiguous and in
+    # commit order, so a stable sort on commit_seq alone yields (commit_seq, position).
+    return rows[np.argsort(rows["commit_seq"], kind="stable")]

@@ -1,0 +1,450 @@
+"""Segment format v1 (DESIGN §4): bytes in, values out. No I/O.
+
+One encoder, :func:`encode_commit_into`, writes every record pagewal ever produces: the
+parallel path calls it on a lane buffer, the serialized path and shadow compare on a fresh
+buffer. One validation routine, :func:`decode_segment`, is used by recovery, by shadow compare
+and by every tool that reads a segment.
+
+The decoder trusts nothing it has not checked: lengths are bounded by the bytes actually
+present before anything is allocated, and every rejection raises :class:`CorruptSegmentError`
+with the file, the byte offset and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, TypeAlias
+
+import attrs
+import crc32c
+import numpy as np
+import numpy.typing as npt
+
+from ._errors import CorruptSegmentError, ImageTooLargeError, InvalidCommitError
+
+MAGIC: Final = 0x5057414C
+FORMAT_VERSION: Final = 1
+HEADER_SIZE: Final = 64
+MAX_IMAGE_SIZE: Final = 65_536
+MAX_PAGE_NO: Final = 2**32 - 1
+MAX_U64: Final = 2**64 - 1
+
+SEGMENT_FLAG_SERIALIZED: Final = 0x1
+RECORD_FLAG_LAST: Final = 0x1
+
+_HEADER = struct.Struct("<IHHQIHHQQQQI")  # bytes 0..60; the CRC32C follows at 60
+_HEADER_CRC = struct.Struct("<I")
+# record_length, commit_seq, txn_id, page_no, db_size_pages, lane_id, flags, reserved,
+# image_length; the image and a CRC32C follow.
+_RECORD_PREFIX = struct.Struct("<IQQIIHBBI")
+_RECORD_PREFIX_SIZE: Final = _RECORD_PREFIX.size  # 36
+_CRC_SIZE: Final = 4
+RECORD_OVERHEAD: Final = _RECORD_PREFIX_SIZE + _CRC_SIZE  # 40 bytes around each image
+_MIN_RECORD_SIZE: Final = RECORD_OVERHEAD + 1
+_RECORD_LENGTH_MIN: Final = _MIN_RECORD_SIZE - 4  # record_length counts what follows it
+_RECORD_LENGTH_MAX: Final = RECORD_OVERHEAD - 4 + MAX_IMAGE_SIZE
+
+assert _HEADER.size + _HEADER_CRC.size == HEADER_SIZE
+
+PageImage: TypeAlias = "bytes | bytearray | memoryview"
+PagesInput: TypeAlias = "Mapping[int, PageImage] | Iterable[tuple[int, PageImage]]"
+
+RECORD_DTYPE: Final = np.dtype(
+    [
+        ("commit_seq", "<u8"),
+        ("txn_id", "<u8"),
+        ("page_no", "<u4"),
+        ("db_size_pages", "<u4"),
+        ("lane_id", "<u2"),
+        ("flags", "u1"),
+        ("image_offset", "<i8"),
+        ("image_length", "<u4"),
+    ]
+)
+"""One row per record: what :func:`decode_segment` returns, images left in the file bytes."""
+
+RecordArray: TypeAlias = npt.NDArray[np.void]
+
+
+# --------------------------------------------------------------------------- commits
+
+
+@attrs.frozen
+class Commit:
+    """A validated commit: page images as byte views, ready to encode.
+
+    Build it with :func:`make_commit`; a ``Commit`` that exists is encodable.
+    """
+
+    pages: tuple[tuple[int, memoryview], ...]
+    txn_id: int
+    db_size_pages: int  # 0 = not set
+    encoded_size: int
+
+
+def make_commit(
+    pages: PagesInput, *, txn_id: int = 0, db_size_pages: int | None = None
+) -> Commit:
+    """Validate a commit before anything is staged (no sequence number is used by a failure).
+
+    ``pages`` is a mapping ``{page_no: image}`` or an ordered iterable of ``(page_no, image)``;
+    images are bytes-like, 1..65,536 bytes. ``db_size_pages`` is the database size after the
+    commit (``None`` = unchanged). Raises :class:`InvalidCommitError` or
+    :class:`ImageTooLargeError`.
+    """
+    items: Iterable[Any] = pages.items() if isinstance(pages, Mapping) else pages
+    views: list[tuple[int, memoryview]] = []
+    size = 0
+    try:
+        iterator = iter(items)
+    except TypeError:
+        raise InvalidCommitError(
+            f"pages must be a mapping or an iterable of (page_no, image), not "
+            f"{type(pages).__name__}"
+        ) from None
+    for item in iterator:
+        try:
+            page_no, image = item
+        except (TypeError, ValueError):
+            raise InvalidCommitError(f"expected a (page_no, image) pair, got {item!r:.80}") from None
+        if not isinstance(page_no, int) or isinstance(page_no, bool):
+            raise InvalidCommitError(f"page_no must be an int, got {type(page_no).__name__}")
+        if not 0 <= page_no <= MAX_PAGE_NO:
+            raise InvalidCommitError(f"page_no {page_no} is outside 0..{MAX_PAGE_NO}")
+        try:
+            view = memoryview(image).cast("B")
+        except TypeError:
+            raise InvalidCommitError(
+                f"image of page {page_no} must be bytes-like (contiguous), "
+                f"not {type(image).__name__}"
+            ) from None
+        length = view.nbytes
+        if not 1 <= length <= MAX_IMAGE_SIZE:
+            raise ImageTooLargeError(
+                f"image of page {page_no} is {length} bytes; images must be 1..{MAX_IMAGE_SIZE} "
+                "bytes"
+            )
+        views.append((page_no, view))
+        size += RECORD_OVERHEAD + length
+    if not views:
+        raise InvalidCommitError("a commit needs at least one page")
+    if not isinstance(txn_id, int) or isinstance(txn_id, bool) or not 0 <= txn_id <= MAX_U64:
+        raise InvalidCommitError(f"txn_id must be an int in 0..2**64-1, got {txn_id!r}")
+    if db_size_pages is None:
+        db_size = 0
+    elif (
+        isinstance(db_size_pages, int)
+        and not isinstance(db_size_pages, bool)
+        and 1 <= db_size_pages <= MAX_PAGE_NO
+    ):
+        db_size = db_size_pages
+    else:
+        raise InvalidCommitError(
+            f"db_size_pages must be None or an int in 1..{MAX_PAGE_NO}, got {db_size_pages!r}"
+        )
+    return Commit(pages=tuple(views), txn_id=txn_id, db_size_pages=db_size, encoded_size=size)
+
+
+def encode_commit_into(
+    buffer: memoryview, offset: int, commit: Commit, *, commit_seq: int, lane_id: int
+) -> int:
+    """Encode ``commit``'s records into ``buffer`` at ``offset``; return the end offset.
+
+    The only record encoder: the records of a commit are contiguous and in commit order, the
+    last one flagged. ``buffer`` must have ``commit.encoded_size`` bytes free at ``offset``.
+    """
+    position = offset
+    last = len(commit.pages) - 1
+    pack_prefix = _RECORD_PREFIX.pack_into
+    pack_crc = _HEADER_CRC.pack_into
+    checksum = crc32c.crc32c
+    for index, (page_no, image) in enumerate(commit.pages):
+        length = image.nbytes
+        image_start = position + _RECORD_PREFIX_SIZE
+        image_end = image_start + length
+        pack_prefix(
+            buffer, position, _RECORD_PREFIX_SIZE - 4 + length + _CRC_SIZE, commit_seq,
+            commit.txn_id, page_no, commit.db_size_pages, lane_id,
+            RECORD_FLAG_LAST if index == last else 0, 0, length,
+        )
+        buffer[image_start:image_end] = image
+        pack_crc(buffer, image_end, checksum(buffer[position + 4 : image_end]))
+        position = image_end + _CRC_SIZE
+    return position
+
+
+def encode_commits(commits: Sequence[tuple[int, int, Commit]]) -> bytearray:
+    """Serialized encoder: ``(commit_seq, lane_id, commit)`` triples, in the order given."""
+    body = bytearray(sum(commit.encoded_size for _, _, commit in commits))
+    view = memoryview(body)
+    position = 0
+    for commit_seq, lane_id, commit in commits:
+        position = encode_commit_into(view, position, commit, commit_seq=commit_seq,
+                                      lane_id=lane_id)
+    return body
+
+
+# --------------------------------------------------------------------------- header
+
+
+def _u64(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not 0 <= value <= MAX_U64:
+        raise ValueError(f"{attribute.name}={value} does not fit in 64 bits")
+
+
+@attrs.frozen(kw_only=True)
+class SegmentHeader:
+    """The 64-byte segment header (DESIGN §4). Construction enforces the format's bounds."""
+
+    epoch: int = attrs.field(validator=_u64)
+    record_count: int
+    lane_count: int
+    commit_seq_lo: int = attrs.field(validator=_u64)
+    commit_seq_hi: int = attrs.field(validator=_u64)
+    prev_epoch: int = attrs.field(validator=_u64)
+    body_length: int = attrs.field(validator=_u64)
+    flags: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if not 1 <= self.record_count <= 2**32 - 1:
+            raise ValueError(f"record_count={self.record_count} must be in 1..2**32-1")
+        if not 1 <= self.lane_count <= 2**16 - 1:
+            raise ValueError(f"lane_count={self.lane_count} must be in 1..65535")
+        if self.flags & ~SEGMENT_FLAG_SERIALIZED:
+            raise ValueError(f"flags={self.flags:#x} has unknown bits")
+
+    @property
+    def serialized(self) -> bool:
+        """Whether the segment holds commits staged on the serialized (fallback) path."""
+        return bool(self.flags & SEGMENT_FLAG_SERIALIZED)
+
+    def encode(self) -> bytes:
+        head = _HEADER.pack(
+            MAGIC, FORMAT_VERSION, self.flags, self.epoch, self.record_count, self.lane_count, 0,
+            self.commit_seq_lo, self.commit_seq_hi, self.prev_epoch, self.body_length, 0,
+        )
+        return head + _HEADER_CRC.pack(crc32c.crc32c(head))
+
+
+def decode_header(data: bytes | memoryview, path: str) -> SegmentHeader:
+    """Decode and check a segment header. ``data`` is the whole file."""
+    if len(data) < HEADER_SIZE:
+        raise CorruptSegmentError(path, len(data),
+                                  f"file is {len(data)} bytes, shorter than the 64-byte header")
+    (magic, version, flags, epoch, record_count, lane_count, reserved_a, seq_lo, seq_hi,
+     prev_epoch, body_length, reserved_b) = _HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise CorruptSegmentError(path, 0, f"bad magic {magic:#010x}, not a pagewal segment")
+    (stored_crc,) = _HEADER_CRC.unpack_from(data, _HEADER.size)
+    if crc32c.crc32c(data[: _HEADER.size]) != stored_crc:
+        raise CorruptSegmentError(path, _HEADER.size, "header checksum mismatch")
+    if version != FORMAT_VERSION:
+        raise CorruptSegmentError(path, 4, f"unsupported format version {version}")
+    if flags & ~SEGMENT_FLAG_SERIALIZED:
+        raise CorruptSegmentError(path, 6, f"unknown header flags {flags:#06x}")
+    if reserved_a or reserved_b:
+        raise CorruptSegmentError(path, 22 if reserved_a else 56, "reserved header field not 0")
+    if epoch < 1:
+        raise CorruptSegmentError(path, 8, "epoch 0 is not valid")
+    if record_count < 1:
+        raise CorruptSegmentError(path, 16, "record_count is 0")
+    if lane_count < 1:
+        raise CorruptSegmentError(path, 20, "lane_count is 0")
+    if not 1 <= seq_lo <= seq_hi:
+        raise CorruptSegmentError(path, 24, f"commit_seq range [{seq_lo}, {seq_hi}] is not valid")
+    if seq_hi - seq_lo >= record_count:
+        raise CorruptSegmentError(
+            path, 16, f"{record_count} records cannot hold commits {seq_lo}..{seq_hi}")
+    if prev_epoch >= epoch:
+        raise CorruptSegmentError(path, 40, f"prev_epoch {prev_epoch} is not before {epoch}")
+    actual_body = len(data) - HEADER_SIZE
+    if body_length != actual_body:
+        what = "truncated" if body_length > actual_body else "trailing bytes"
+        raise CorruptSegmentError(
+            path, min(len(data), HEADER_SIZE + body_length),
+            f"{what}: header says {body_length} body bytes, file has {actual_body}")
+    if record_count * _MIN_RECORD_SIZE > body_length:
+        raise CorruptSegmentError(
+            path, 16, f"record_count {record_count} cannot fit in {body_length} body bytes")
+    return SegmentHeader(epoch=epoch, record_count=record_count, lane_count=lane_count,
+                         commit_seq_lo=seq_lo, commit_seq_hi=seq_hi, prev_epoch=prev_epoch,
+                         body_length=body_length, flags=flags)
+
+
+# --------------------------------------------------------------------------- segment
+
+
+@attrs.frozen(eq=False)
+class DecodedSegment:
+    """A validated segment: its header, its records in file order, and the bytes they index.
+
+    ``records`` is a :data:`RECORD_DTYPE` array; ``image(i)`` is record ``i``'s after-image.
+    """
+
+    path: str
+    header: SegmentHeader
+    records: RecordArray
+    data: memoryview
+
+    def image(self, index: int) -> memoryview:
+        row = self.records[index]
+        start = int(row["image_offset"])
+        return self.data[start : start + int(row["image_length"])]
+
+    def canonical_order(self) -> npt.NDArray[np.intp]:
+        """Record indexes in canonical order: (commit_seq, position within the commit)."""
+        return np.argsort(self.records["commit_seq"], kind="stable")
+
+
+def decode_segment(
+    data: bytes | bytearray | memoryview, path: str, *, expected_epoch: int | None = None
+) -> DecodedSegment:
+    """Validate a whole segment file and index its records (no image is copied).
+
+    Rejects, before allocating, counts and lengths the bytes cannot hold; and after reading,
+    any checksum mismatch, trailing bytes, an epoch other than ``expected_epoch`` (the one in
+    the file name), seqs outside ``[lo, hi]``, a commit split, interleaved or missing its
+    last-record flag, and a seq range that is not dense.
+    """
+    view = memoryview(data).cast("B")
+    header = decode_header(view, path)
+    if expected_epoch is not None and header.epoch != expected_epoch:
+        raise CorruptSegmentError(
+            path, 8, f"header epoch {header.epoch} does not match the file name's {expected_epoch}")
+    count = header.record_count
+    end = HEADER_SIZE + header.body_length
+    lo, hi = header.commit_seq_lo, header.commit_seq_hi
+    # Bounded by the bytes present (decode_header checked count * 41 <= body): 39 bytes per
+    # row plus one byte per commit, so nothing here allocates more than the file's size.
+    records = np.empty(count, dtype=RECORD_DTYPE)
+    seen = bytearray(hi - lo + 1)
+    open_seq = 0  # commit_seq of the commit whose last record is still to come; 0 = none
+    unpack_prefix = _RECORD_PREFIX.unpack_from
+    unpack_crc = _HEADER_CRC.unpack_from
+    checksum = crc32c.crc32c
+    position = HEADER_SIZE
+    for index in range(count):
+        if end - position < _MIN_RECORD_SIZE:
+            raise CorruptSegmentError(
+                path, position, f"record {index} of {count} is cut off by the end of the body")
+        (record_length, seq, txn, page_no, db_size, lane_id, record_flags, reserved,
+         image_length) = unpack_prefix(view, position)
+        if not _RECORD_LENGTH_MIN <= record_length <= _RECORD_LENGTH_MAX:
+            raise CorruptSegmentError(path, position, f"record_length {record_length} is invalid")
+        record_end = position + 4 + record_length
+        if record_end > end:
+            raise CorruptSegmentError(
+                path, position, f"record_length {record_length} runs past the end of the body")
+        (stored_crc,) = unpack_crc(view, record_end - _CRC_SIZE)
+        if checksum(view[position + 4 : record_end - _CRC_SIZE]) != stored_crc:
+            raise CorruptSegmentError(path, position, f"record {index} checksum mismatch")
+        if image_length != record_length - (RECORD_OVERHEAD - 4):
+            raise CorruptSegmentError(
+                path, position, f"image_length {image_length} disagrees with record_length")
+        if record_flags & ~RECORD_FLAG_LAST or reserved:
+            raise CorruptSegmentError(path, position, "unknown record flags or reserved bits")
+        if not lo <= seq <= hi:
+            raise CorruptSegmentError(
+                path, position, f"commit_seq {seq} is outside the header's [{lo}, {hi}]")
+        if lane_id >= header.lane_count:
+            raise CorruptSegmentError(
+                path, position, f"lane_id {lane_id} >= lane_count {header.lane_count}")
+        # Each commit is one contiguous run of records ending in its last-record flag.
+        if open_seq:
+            if seq != open_seq:
+                raise CorruptSegmentError(
+                    path, position, f"commit {open_seq} ends without its last-record flag "
+                    f"(record {index} belongs to commit {seq})")
+        elif seen[seq - lo]:
+            raise CorruptSegmentError(
+                path, position, f"commit {seq} appears in two places (record {index})")
+        else:
+            seen[seq - lo] = 1
+        open_seq = 0 if record_flags & RECORD_FLAG_LAST else seq
+        records[index] = (seq, txn, page_no, db_size, lane_id, record_flags,
+                          position + _RECORD_PREFIX_SIZE, image_length)
+        position = record_end
+    if position != end:
+        raise CorruptSegmentError(
+            path, position, f"{end - position} trailing bytes after record {count}")
+    if open_seq:
+        raise CorruptSegmentError(
+            path, end, f"commit {open_seq} ends without its last-record flag")
+    if seen.count(0):
+        raise CorruptSegmentError(
+            path, 24, f"commit seqs are not dense: {seen.count(0)} of [{lo}, {hi}] are missing")
+    return DecodedSegment(path=path, header=header, records=records, data=view)
+
+
+# --------------------------------------------------------------------------- names
+
+
+_SEGMENT_INFIX: Final = "-wal-seg-"
+_EPOCH_HEX = re.compile(r"[0-9a-f]{16}")
+TEMP_SUFFIX: Final = ".tmp"
+
+
+def segment_name(db_name: str, epoch: int) -> str:
+    """File name of segment ``epoch`` for database file ``db_name``."""
+    return f"{db_name}{_SEGMENT_INFIX}{epoch:016x}"
+
+
+def parse_segment_name(db_name: str, file_name: str) -> int | None:
+    """The epoch of a final segment name of ``db_name``, else ``None`` (temp files included)."""
+    prefix = db_name + _SEGMENT_INFIX
+    if not file_name.startswith(prefix):
+        return None
+    digits = file_name[len(prefix):]
+    if _EPOCH_HEX.fullmatch(digits) is None:
+        return None
+    epoch = int(digits, 16)
+    return epoch if epoch >= 1 else None
+
+
+def is_temp_segment_name(db_name: str, file_name: str) -> bool:
+    return (file_name.endswith(TEMP_SUFFIX)
+            and parse_segment_name(db_name, file_name[: -len(TEMP_SUFFIX)]) is not None)
+
+
+# --------------------------------------------------------------------------- checkpoint
+
+CHECKPOINT_MAGIC: Final = 0x5057434B
+_CHECKPOINT = struct.Struct("<IHHQQI")  # magic, version, reserved, epoch, commit_seq, reserved
+CHECKPOINT_SIZE: Final = _CHECKPOINT.size + 4
+
+
+@attrs.frozen
+class ChainPosition:
+    """Where the segment chain stands: the last epoch and commit_seq before the next segment.
+
+    ``ChainPosition(0, 0)`` is an empty log. A checkpoint file records one.
+    """
+
+    epoch: int = attrs.field(default=0, validator=_u64)
+    commit_seq: int = attrs.field(default=0, validator=_u64)
+
+    def encode(self) -> bytes:
+        body = _CHECKPOINT.pack(CHECKPOINT_MAGIC, FORMAT_VERSION, 0, self.epoch, self.commit_seq, 0)
+        return body + _HEADER_CRC.pack(crc32c.crc32c(body))
+
+
+def decode_checkpoint(data: bytes, path: str) -> ChainPosition:
+    """Decode a checkpoint file (32 bytes, checksummed)."""
+    if len(data) != CHECKPOINT_SIZE:
+        raise CorruptSegmentError(path, min(len(data), CHECKPOINT_SIZE),
+                                  f"checkpoint file is {len(data)} bytes, not {CHECKPOINT_SIZE}")
+    magic, version, reserved_a, epoch, commit_seq, reserved_b = _CHECKPOINT.unpack_from(data)
+    if magic != CHECKPOINT_MAGIC:
+        raise CorruptSegmentError(path, 0, f"bad magic {magic:#010x}, not a pagewal checkpoint")
+    (stored_crc,) = _HEADER_CRC.unpack_from(data, _CHECKPOINT.size)
+    if crc32c.crc32c(data[: _CHECKPOINT.size]) != stored_crc:
+        raise CorruptSegmentError(path, _CHECKPOINT.size, "checkpoint checksum mismatch")
+    if version != FORMAT_VERSION or reserved_a or reserved_b:
+        raise CorruptSegmentError(path, 4, "unsupported checkpoint version or reserved bits set")
+    return ChainPosition(epoch, commit_seq)
+
+
+def checkpoint_name(db_name: str) -> str:
+    return f"{db_name}-wal-checkpoint"

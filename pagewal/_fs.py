@@ -1,0 +1,175 @@
+"""The file-system seam: every syscall pagewal makes goes through a :class:`FileSystem`.
+
+The log, recovery and the tools take a file system object instead of calling ``os`` directly,
+so tests and the crash harness can pass one that records, fails or forgets operations.
+:class:`OsFileSystem` is the real one; it looks ``os`` functions up at call time, so a test may
+also monkeypatch ``os.fsync``/``os.writev``.
+
+:func:`publish_atomically` is the one place the atomic-publish protocol (DESIGN invariant 4)
+is written: temporary name, write, fsync, rename, directory fsync.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
+
+from ._codec import TEMP_SUFFIX
+
+try:
+    _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
+except (AttributeError, OSError, ValueError):  # pragma: no cover - non-POSIX
+    _IOV_MAX = 1024
+
+Buffer = bytes | bytearray | memoryview
+
+
+class FileSystem(Protocol):
+    """The operations pagewal performs on files and directories."""
+
+    def open_for_write(self, path: str) -> int:
+        """Create or truncate ``path`` for writing; return a descriptor."""
+
+    def open_for_sync(self, path: str) -> int:
+        """Open an existing file (read-only) so it can be fsynced."""
+
+    def writev(self, fd: int, buffers: Sequence[Buffer]) -> int:
+        """Write ``buffers`` in order; may write fewer bytes than given (short write)."""
+
+    def fsync(self, fd: int) -> None: ...
+
+    def close(self, fd: int) -> None: ...
+
+    def rename(self, source: str, target: str) -> None: ...
+
+    def unlink(self, path: str) -> None: ...
+
+    def fsync_dir(self, directory: str) -> None:
+        """Make the directory's entries (creates, renames, unlinks) durable."""
+
+    def listdir(self, directory: str) -> list[str]: ...
+
+    def read_file(self, path: str) -> bytes: ...
+
+
+class OsFileSystem:
+    """The real file system, one ``os`` call per operation."""
+
+    def open_for_write(self, path: str) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
+                       0o644)
+
+    def open_for_sync(self, path: str) -> int:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+    def writev(self, fd: int, buffers: Sequence[Buffer]) -> int:
+        return os.writev(fd, buffers)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def rename(self, source: str, target: str) -> None:
+        os.rename(source, target)
+
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+
+    def fsync_dir(self, directory: str) -> None:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def listdir(self, directory: str) -> list[str]:
+        return os.listdir(directory)
+
+    def read_file(self, path: str) -> bytes:
+        with open(path, "rb") as file:
+            return file.read()
+
+
+def write_all(fs: FileSystem, fd: int, buffers: Sequence[Buffer]) -> int:
+    """Write every byte of ``buffers`` with as few ``writev`` calls as possible.
+
+    Handles short writes and the kernel's IOV_MAX limit; returns the number of bytes written.
+    A write that makes no progress raises ``OSError`` rather than looping forever.
+    """
+    pending = [memoryview(b).cast("B") for b in buffers if len(b)]
+    total = 0
+    while pending:
+        batch = pending[:_IOV_MAX]
+        written = fs.writev(fd, batch)
+        if written <= 0:
+            raise OSError(f"writev wrote {written} bytes")
+        total += written
+        consumed = 0
+        while consumed < len(batch) and written >= batch[consumed].nbytes:
+            written -= batch[consumed].nbytes
+            consumed += 1
+        del pending[:consumed]
+        if written:
+            pending[0] = pending[0][written:]
+    return total
+
+
+@attrs.frozen
+class PublishTimes:
+    """How long a publish spent writing and fsyncing, and how many fsyncs it made."""
+
+    write_seconds: float
+    fsync_seconds: float
+    fsync_count: int
+
+
+def publish_atomically(
+    fs: FileSystem, directory: str, name: str, buffers: Sequence[Buffer], *, sync: bool
+) -> PublishTimes:
+    """Publish ``buffers`` as ``directory/name`` so no reader ever sees a partial file.
+
+    Invariant 4: write ``name.tmp``, fsync it, rename it to ``name``, fsync the directory.
+    With ``sync=False`` (fsync modes normal/off) the two fsyncs are left out: the rename still
+    hides partial files from a process crash, not from a power loss. On failure the temporary
+    file is removed (best effort) and the ``OSError`` propagates.
+    """
+    final_path = os.path.join(directory, name)
+    temp_path = final_path + TEMP_SUFFIX
+    started = time.perf_counter()
+    fd = fs.open_for_write(temp_path)
+    try:
+        try:
+            write_all(fs, fd, buffers)
+            written = time.perf_counter()
+            if sync:
+                fs.fsync(fd)
+        finally:
+            fs.close(fd)
+        fs.rename(temp_path, final_path)
+    except BaseException:
+        try:
+            fs.unlink(temp_path)
+        except OSError:
+            pass
+        raise
+    if sync:
+        fs.fsync_dir(directory)
+    return PublishTimes(write_seconds=written - started,
+                        fsync_seconds=time.perf_counter() - written, fsync_count=2 if sync else 0)
+
+
+def sync_files(fs: FileSystem, directory: str, names: Sequence[str]) -> None:
+    """fsync files published earlier without sync, then their directory (fsync=normal)."""
+    for name in names:
+        fd = fs.open_for_sync(os.path.join(directory, name))
+        try:
+            fs.fsync(fd)
+        finally:
+            fs.close(fd)
+    fs.fsync_dir(directory)

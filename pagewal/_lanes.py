@@ -1,0 +1,78 @@
+"""Per-lane staging buffers. Pure in-memory state; the log's locking protocol lives in _wal.
+
+A lane owns two preallocated buffers (double buffering): writers encode commits straight into
+the active one; sealing swaps it for the other and hands the filled one, as a memoryview, to
+``os.writev``. The ticker publishes epochs one at a time, so the handed-off buffer is written
+before the lane can fill and hand back the other one: no copy, no allocation per epoch.
+Buffers are allocated on first use, so idle lanes cost nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import attrs
+
+from ._codec import Commit, encode_commit_into
+
+
+@attrs.frozen(eq=False)
+class LaneSnapshot:
+    """What one lane staged in a sealed epoch."""
+
+    body: memoryview
+    records: int
+    shadow: list[tuple[int, int, Commit]]
+
+
+class Lane:
+    """A staging buffer of ``capacity`` bytes per epoch. Mutate only while holding ``lock``."""
+
+    __slots__ = ("_buffers", "_shadow", "capacity", "lane_id", "lock", "records", "used")
+
+    def __init__(self, lane_id: int, capacity: int) -> None:
+        self.lane_id = lane_id
+        self.capacity = capacity
+        self.lock = threading.Lock()
+        self.used = 0
+        self.records = 0
+        self._buffers: list[memoryview] = []
+        self._shadow: list[tuple[int, int, Commit]] = []
+
+    def try_append(self, commit: Commit, commit_seq: int, *, shadow: bool) -> bool:
+        """Encode ``commit`` into the active buffer, or return False if it does not fit."""
+        end = self.used + commit.encoded_size
+        if end > self.capacity:
+            return False
+        if not self._buffers:
+            self._buffers.append(memoryview(bytearray(self.capacity)))
+        encode_commit_into(self._buffers[0], self.used, commit, commit_seq=commit_seq,
+                           lane_id=self.lane_id)
+        self.used = end
+        self.records += len(commit.pages)
+        if shadow:
+            self._shadow.append((commit_seq, self.lane_id, detached(commit)))
+        return True
+
+    def capture_shadow(self, commit_seq: int, commit: Commit) -> None:
+        """Record a commit staged elsewhere (serialized path) for this epoch's shadow compare."""
+        self._shadow.append((commit_seq, self.lane_id, detached(commit)))
+
+    def swap(self) -> LaneSnapshot:
+        """Hand off what is staged and start the next epoch in the other buffer."""
+        body = self._buffers[0][: self.used] if self._buffers else memoryview(b"")
+        snapshot = LaneSnapshot(body=body, records=self.records, shadow=self._shadow)
+        if self.used:
+            if len(self._buffers) == 1:
+                self._buffers.append(memoryview(bytearray(self.capacity)))
+            self._buffers.reverse()
+        self.used = 0
+        self.records = 0
+        self._shadow = []
+        return snapshot
+
+
+def detached(commit: Commit) -> Commit:
+    """A copy of ``commit`` that no longer refers to the caller's (mutable) buffers."""
+    pages = tuple((page_no, memoryview(bytes(image))) for page_no, image in commit.pages)
+    return attrs.evolve(commit, pages=pages)

@@ -1,0 +1,147 @@
+"""Recovery: the I/O edge around the pure codec and chain modules.
+
+Lists a database's segments, removes stale temporary files (invariant 4: a ``.tmp`` file is
+never data), validates every segment and the chain, and returns the durable commits in
+canonical order. Invariant 5: any mismatch raises :class:`CorruptSegmentError` naming file,
+offset and reason, unless ``skip_corrupt`` asks for the longest valid prefix of the chain.
+"""
+
+from __future__ import annotations
+
+import os
+
+import attrs
+
+from ._chain import (
+    RecoveryResult,
+    SegmentInfo,
+    SkippedSegment,
+    canonical_records,
+    check_continues,
+)
+from ._codec import (
+    ChainPosition,
+    DecodedSegment,
+    checkpoint_name,
+    decode_checkpoint,
+    decode_segment,
+    is_temp_segment_name,
+    parse_segment_name,
+    segment_name,
+)
+from ._errors import CorruptSegmentError
+from ._fs import FileSystem, OsFileSystem, publish_atomically
+
+QUARANTINE_SUFFIX = ".corrupt"
+
+
+@attrs.frozen
+class LogFiles:
+    """Where a database's log files live: ``directory/db_name`` is the database file."""
+
+    directory: str
+    db_name: str
+
+    @classmethod
+    def for_db(cls, db_path: str | os.PathLike[str]) -> LogFiles:
+        directory, db_name = os.path.split(os.path.abspath(os.fspath(db_path)))
+        if not db_name:
+            raise ValueError(f"{db_path!r} names a directory, not a database file")
+        return cls(directory, db_name)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def segment_path(self, epoch: int) -> str:
+        return self.path(segment_name(self.db_name, epoch))
+
+
+def recover(
+    db_path: str | os.PathLike[str],
+    *,
+    skip_corrupt: bool = False,
+    delete_after: bool = False,
+    fs: FileSystem | None = None,
+) -> RecoveryResult:
+    """Read every durable commit of the log of ``db_path`` in canonical order.
+
+    Removes leftover ``.tmp`` files, and segments a completed checkpoint already covers.
+    By default any corrupt segment or broken chain raises :class:`CorruptSegmentError`; with
+    ``skip_corrupt=True`` recovery stops at the first bad segment and lists it and every later
+    one in ``result.skipped`` (files are left in place).
+
+    ``delete_after=True`` records a checkpoint at the end of the recovered chain and deletes the
+    recovered segments, so the log continues after them. Only the returned result then holds
+    those commits: use it when the caller has already made the pages durable elsewhere, or is
+    discarding the log.
+    """
+    files = LogFiles.for_db(db_path)
+    fs = fs or OsFileSystem()
+    result = _read_chain(files, fs, skip_corrupt=skip_corrupt)
+    if delete_after:
+        _write_checkpoint(files, fs, result.last)
+        for info in result.segments:
+            fs.unlink(info.path)
+        fs.fsync_dir(files.directory)
+    return result
+
+
+def _read_chain(files: LogFiles, fs: FileSystem, *, skip_corrupt: bool) -> RecoveryResult:
+    names = sorted(fs.listdir(files.directory))
+    removed = [files.path(n) for n in names if is_temp_segment_name(files.db_name, n)]
+    base = _read_checkpoint(files, fs, names)
+    epochs = sorted(e for n in names if (e := parse_segment_name(files.db_name, n)) is not None)
+    # A checkpoint interrupted after recording itself leaves segments it covers: already applied.
+    removed += [files.segment_path(e) for e in epochs if e <= base.epoch]
+    for path in removed:
+        fs.unlink(path)
+    if removed:
+        fs.fsync_dir(files.directory)
+
+    position = base
+    decoded: list[DecodedSegment] = []
+    skipped: list[SkippedSegment] = []
+    bytes_read = 0
+    for epoch in (e for e in epochs if e > base.epoch):
+        path = files.segment_path(epoch)
+        if skipped:
+            skipped.append(SkippedSegment(path, 0, "follows a corrupt segment in the chain"))
+            continue
+        data = fs.read_file(path)
+        bytes_read += len(data)
+        try:
+            segment = decode_segment(data, path, expected_epoch=epoch)
+            position = check_continues(position, segment.header, path)
+        except CorruptSegmentError as error:
+            if not skip_corrupt:
+                raise
+            skipped.append(SkippedSegment(error.path, error.offset, error.reason))
+            continue
+        decoded.append(segment)
+    return RecoveryResult(
+        base=base, last=position,
+        segments=tuple(SegmentInfo(s.path, s.header) for s in decoded),
+        skipped=tuple(skipped), removed_temp_files=tuple(removed), bytes_read=bytes_read,
+        records=canonical_records(decoded), data=tuple(s.data for s in decoded),
+    )
+
+
+def _read_checkpoint(files: LogFiles, fs: FileSystem, names: list[str]) -> ChainPosition:
+    name = checkpoint_name(files.db_name)
+    if name not in names:
+        return ChainPosition()
+    path = files.path(name)
+    return decode_checkpoint(fs.read_file(path), path)
+
+
+def _write_checkpoint(files: LogFiles, fs: FileSystem, position: ChainPosition) -> None:
+    publish_atomically(fs, files.directory, checkpoint_name(files.db_name), [position.encode()],
+                       sync=True)
+
+
+def quarantine(files: LogFiles, fs: FileSystem, skipped: tuple[SkippedSegment, ...]) -> None:
+    """Rename skipped segments out of the chain (``*.corrupt``) so the log can continue."""
+    for item in skipped:
+        fs.rename(item.path, item.path + QUARANTINE_SUFFIX)
+    if skipped:
+        fs.fsync_dir(files.directory)

@@ -1,0 +1,632 @@
+"""The log: staging into lanes, the epoch ticker, durable publish, and waiting for durability.
+
+Locking protocol (the heart of DESIGN invariant 2):
+
+* A commit on the parallel path holds its lane's lock while it takes the next ``commit_seq``,
+  reads the open epoch and encodes its records into the lane buffer.
+* A commit on the serialized path, and the seal, hold *every* lane lock (acquired in lane order,
+  so they cannot deadlock). The open epoch only changes during a seal.
+* Hence every staging critical section lies wholly before or wholly after each seal, and the seq
+  counter only moves inside them: ``seq_a < seq_b ⇒ epoch_a ≤ epoch_b``, each segment holds a
+  dense seq range, and a ticket's epoch is the one whose segment carries its records.
+
+Lock order: lane locks (ascending) → ``_ticker_cv``. ``_durable_cv`` and ``_space_cv`` are
+never held while taking another lock.
+
+One thread, the ticker, seals and publishes epochs, one at a time and in order; it alone marks
+epochs durable (invariant 3: a contiguous prefix). Any ``OSError`` while publishing breaks the
+log for good (invariant 6).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+
+from ._chain import RecoveryResult, first_difference
+from ._codec import (
+    SEGMENT_FLAG_SERIALIZED,
+    ChainPosition,
+    Commit,
+    PagesInput,
+    SegmentHeader,
+    decode_segment,
+    encode_commit_into,
+    encode_commits,
+    make_commit,
+    segment_name,
+)
+from ._config import FsyncMode, Mode, WalConfig
+from ._errors import BrokenLogError, ClosedError, CorruptSegmentError
+from ._fs import FileSystem, OsFileSystem, publish_atomically, sync_files
+from ._lanes import Lane
+from ._recovery import LogFiles, _read_chain, quarantine
+from ._stats import FallbackReason, Ticket, WalStats
+
+_QUIET_SECONDS = 0.0002
+"""Seal early once nobody has staged for this long and someone waits (adaptive sealing)."""
+
+_OPEN_LOGS: weakref.WeakSet[Wal] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_logs() -> None:  # pragma: no cover - runs at interpreter exit
+    for wal in list(_OPEN_LOGS):
+        with contextlib.suppress(Exception):
+            wal.close()
+
+
+@attrs.frozen(eq=False)
+class _SealedEpoch:
+    epoch: int
+    prev_epoch: int
+    commit_seq_lo: int
+    commit_seq_hi: int
+    body: list[memoryview]
+    record_count: int
+    serialized: bool
+    shadow: list[tuple[int, int, Commit]] | None
+    seal_seconds: float
+
+
+class Wal:
+    """A write-ahead log of page after-images for the database file ``db_path``.
+
+    Open it with :meth:`open` (which recovers), stage commits with :meth:`submit` or
+    :meth:`commit`, and close it (or use it as a context manager). Thread-safe: any number of
+    threads may commit at once; each sticks to one staging lane.
+
+    Durability (``fsync=full``, the default): when :meth:`commit` or :meth:`wait_durable`
+    returns, the commit's segment and its directory entry are fsynced; it survives power loss.
+    A commit that was staged but not yet acknowledged when the process dies may be lost, whole.
+    """
+
+    def __init__(
+        self,
+        files: LogFiles,
+        config: WalConfig,
+        recovery: RecoveryResult,
+        fs: FileSystem,
+        clock: Callable[[], float],
+    ) -> None:
+        self._files = files
+        self._config = config
+        self._fs = fs
+        self._clock = clock
+        self._recovery = recovery
+        self._lanes = [Lane(i, config.lane_capacity_bytes) for i in range(config.effective_lanes)]
+        self._lane_counter = itertools.count()
+        self._thread_lane = threading.local()
+        self._max_batch_bytes = config.effective_max_batch_bytes
+        self._serial_capacity = config.lane_capacity_bytes * len(self._lanes)
+        self._forced_reason: FallbackReason | None = (
+            FallbackReason.OPERATOR_FORCED if config.mode is Mode.CONSERVATIVE else None)
+
+        # Guarded by every lane lock (or by the seq lock for _next_seq).
+        self._seq_lock = threading.Lock()
+        self._next_seq = recovery.last.commit_seq + 1
+        self._open_epoch = recovery.last.epoch + 1
+        self._epoch_first_seq = self._next_seq
+        self._serial_chunks: list[memoryview] = []
+        self._serial_bytes = 0
+        self._serial_records = 0
+        self._shadow_epoch = self._shadow_sampled(self._open_epoch)
+        self._closing = False
+        self._fallbacks = dict.fromkeys((r.value for r in FallbackReason), 0)
+
+        # Guarded by _ticker_cv.
+        self._ticker_cv = threading.Condition(threading.Lock())
+        self._open_waiters = 0
+        self._first_wait_at = 0.0
+        self._epoch_opened_at = clock()
+        self._seal_requested = False
+        self._stop = False
+        self._last_submit_at = 0.0  # written racily by submitters; a heuristic only
+
+        # Guarded by _durable_cv.
+        self._durable_cv = threading.Condition(threading.Lock())
+        self._durable = recovery.last
+        self._broken: tuple[str, BaseException] | None = None
+
+        self._space_cv = threading.Condition(threading.Lock())
+
+        # Owned by the ticker thread.
+        self._published = recovery.last
+        self._unsynced: list[str] = []
+        self._last_sync_at = clock()
+        self._counters: dict[str, Any] = dict.fromkeys(
+            ("epochs_sealed", "records_written", "bytes_written", "fsync_count",
+             "shadow_compares", "shadow_divergences"), 0)
+        self._counters.update(dict.fromkeys(
+            ("fsync_seconds_total", "fsync_seconds_max", "seal_seconds_total",
+             "write_seconds_total", "last_epoch_seal_seconds", "last_epoch_write_seconds",
+             "last_epoch_fsync_seconds"), 0.0))
+        self._last_shadow_divergence: str | None = None
+
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self._ticker = threading.Thread(target=self._run_ticker, name="pagewal-ticker",
+                                        daemon=True)
+        self._ticker.start()
+        _OPEN_LOGS.add(self)
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        db_path: str | os.PathLike[str],
+        config: WalConfig | None = None,
+        *,
+        fs: FileSystem | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        skip_corrupt: bool = False,
+    ) -> Wal:
+        """Recover the log of ``db_path`` and open it for new commits after the durable ones.
+
+        The log files live beside ``db_path`` (which need not exist). ``config`` defaults to
+        ``WalConfig.from_env()``. Recovery results are in :attr:`recovery`. A corrupt segment
+        raises :class:`CorruptSegmentError`; with ``skip_corrupt=True`` the log continues after
+        the valid prefix and the skipped segments are renamed to ``*.corrupt``.
+        """
+        files = LogFiles.for_db(db_path)
+        fs = fs or OsFileSystem()
+        config = WalConfig.from_env() if config is None else config
+        recovery = _read_chain(files, fs, skip_corrupt=skip_corrupt)
+        quarantine(files, fs, recovery.skipped)
+        return cls(files, config, recovery, fs, clock)
+
+    @property
+    def recovery(self) -> RecoveryResult:
+        """What :meth:`open` recovered: the durable commits that existed before this run."""
+        return self._recovery
+
+    @property
+    def config(self) -> WalConfig:
+        return self._config
+
+    def __enter__(self) -> Wal:
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            self.close()
+        except BrokenLogError:
+            if exc is None:
+                raise  # otherwise the error already propagating says more
+
+    # ------------------------------------------------------------------ committing
+
+    def submit(
+        self, pages: PagesInput, *, db_size_pages: int | None = None, txn_id: int = 0
+    ) -> Ticket:
+        """Stage a commit and return its ticket without waiting for durability.
+
+        ``pages``: ``{page_no: image}`` or ``[(page_no, image), ...]``, images 1..65,536 bytes.
+        The images are copied before this returns. Input is validated before a ``commit_seq``
+        is assigned (:class:`InvalidCommitError`, :class:`ImageTooLargeError`). May block while
+        staging memory is full (backpressure). Raises :class:`ClosedError` or
+        :class:`BrokenLogError` if the log cannot take commits.
+        """
+        commit = make_commit(pages, txn_id=txn_id, db_size_pages=db_size_pages)
+        self._raise_if_unusable()
+        lane = self._my_lane()
+        reason = self._forced_reason
+        if reason is None:
+            if commit.encoded_size > self._max_batch_bytes:
+                reason = FallbackReason.OVERSIZED_COMMIT
+            else:
+                ticket = self._stage_parallel(lane, commit)
+                if ticket is not None:
+                    return ticket
+                reason = FallbackReason.LANE_OVERFLOW
+        return self._stage_serialized(lane, commit, reason)
+
+    def commit(
+        self,
+        pages: PagesInput,
+        *,
+        db_size_pages: int | None = None,
+        txn_id: int = 0,
+        durable: bool = True,
+        timeout: float | None = None,
+    ) -> Ticket:
+        """Stage a commit and (unless ``durable=False``) wait until it is durable."""
+        ticket = self.submit(pages, db_size_pages=db_size_pages, txn_id=txn_id)
+        if durable:
+            self.wait_durable(ticket, timeout=timeout)
+        return ticket
+
+    def is_durable(self, ticket: Ticket) -> bool:
+        """Whether ``ticket``'s commit is durable (non-blocking)."""
+        return self._durable.epoch >= ticket.epoch
+
+    def wait_durable(self, ticket: Ticket, timeout: float | None = None) -> None:
+        """Block until ``ticket``'s commit is durable.
+
+        Raises :class:`BrokenLogError` if the log broke before it became durable (the commit
+        may or may not be found by recovery, but it was never acknowledged), and
+        ``TimeoutError`` if ``timeout`` seconds pass first.
+        """
+        if self._durable.epoch >= ticket.epoch:
+            return
+        self._note_waiter(ticket.epoch)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._durable_cv:
+            while self._durable.epoch < ticket.epoch:
+                if self._broken is not None:
+                    self._raise_broken()
+                if deadline is None:
+                    self._durable_cv.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(
+                            f"commit {ticket.commit_seq} (epoch {ticket.epoch}) is not durable "
+                            f"after {timeout} s")
+                    self._durable_cv.wait(remaining)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Seal now and wait until every commit staged before this call is durable."""
+        with self._seq_lock:
+            target = self._next_seq - 1
+        with self._ticker_cv:
+            self._seal_requested = True
+            self._ticker_cv.notify()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._durable_cv:
+            while self._durable.commit_seq < target:
+                if self._broken is not None:
+                    self._raise_broken()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"commits up to {target} are not durable after {timeout} s")
+                self._durable_cv.wait(remaining)
+
+    def close(self) -> None:
+        """Make everything staged durable, stop the ticker and release the log. Idempotent.
+
+        Raises :class:`BrokenLogError` (once) if the log is broken: staged commits that were not
+        acknowledged may be lost. After close, :meth:`submit` raises :class:`ClosedError`.
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        with self._all_lanes_locked():
+            self._closing = True
+        with self._ticker_cv:
+            self._stop = True
+            self._ticker_cv.notify()
+        with self._space_cv:
+            self._space_cv.notify_all()
+        self._ticker.join()
+        _OPEN_LOGS.discard(self)
+        if self._broken is not None:
+            self._raise_broken()
+
+    # ------------------------------------------------------------------ statistics
+
+    def statistics(self) -> WalStats:
+        """A snapshot of the counters (DESIGN §6). Cheap; may be called from any thread."""
+        counters = self._counters
+        durable = self._durable
+        with self._seq_lock:
+            staged = self._next_seq - 1 - self._recovery.last.commit_seq
+        if self._forced_reason is FallbackReason.SHADOW_DIVERGENCE:
+            mode = Mode.CONSERVATIVE.value
+        else:
+            mode = self._config.mode.value
+        return WalStats(
+            mode=mode, lanes=len(self._lanes), open_epoch=self._open_epoch,
+            durable_epoch=durable.epoch, durable_commit_seq=durable.commit_seq,
+            commits_staged=staged, epochs_sealed=counters["epochs_sealed"],
+            segments_written=counters["epochs_sealed"],
+            records_written=counters["records_written"],
+            bytes_written=counters["bytes_written"], fsync_count=counters["fsync_count"],
+            fsync_seconds_total=counters["fsync_seconds_total"],
+            fsync_seconds_max=counters["fsync_seconds_max"],
+            seal_seconds_total=counters["seal_seconds_total"],
+            write_seconds_total=counters["write_seconds_total"],
+            last_epoch_seal_seconds=counters["last_epoch_seal_seconds"],
+            last_epoch_write_seconds=counters["last_epoch_write_seconds"],
+            last_epoch_fsync_seconds=counters["last_epoch_fsync_seconds"],
+            fallbacks=dict(self._fallbacks),
+            lane_backlog_bytes=tuple(lane.used for lane in self._lanes),
+            serialized_backlog_bytes=self._serial_bytes,
+            shadow_compares=counters["shadow_compares"],
+            shadow_divergences=counters["shadow_divergences"],
+            last_shadow_divergence=self._last_shadow_divergence,
+            broken=self._broken is not None, closed=self._closed,
+        )
+
+    # ------------------------------------------------------------------ staging
+
+    def _my_lane(self) -> Lane:
+        lane: Lane | None = getattr(self._thread_lane, "lane", None)
+        if lane is None:
+            lane = self._lanes[next(self._lane_counter) % len(self._lanes)]
+            self._thread_lane.lane = lane
+        return lane
+
+    def _take_seq(self) -> int:
+        with self._seq_lock:
+            seq = self._next_seq
+            self._next_seq = seq + 1
+        return seq
+
+    def _stage_parallel(self, lane: Lane, commit: Commit) -> Ticket | None:
+        with lane.lock:
+            if self._closing:
+                raise ClosedError("the log is closed")
+            if lane.used + commit.encoded_size > lane.capacity:
+                return None
+            # Invariant 2: seq, epoch and append are atomic with respect to sealing, which
+            # needs this lane's lock to move the epoch on.
+            seq = self._take_seq()
+            epoch = self._open_epoch
+            first = seq == self._epoch_first_seq
+            lane.try_append(commit, seq, shadow=self._shadow_epoch)
+        self._after_stage(first)
+        return Ticket(seq, epoch)
+
+    def _stage_serialized(self, lane: Lane, commit: Commit, reason: FallbackReason) -> Ticket:
+        while True:
+            with self._all_lanes_locked():
+                if self._closing:
+                    raise ClosedError("the log is closed")
+                full = self._serial_bytes + commit.encoded_size > self._serial_capacity
+                # A commit larger than the whole bound is admitted alone, into an empty epoch.
+                if not full or self._serial_bytes == 0:
+                    seq = self._take_seq()
+                    epoch = self._open_epoch
+                    first = seq == self._epoch_first_seq
+                    chunk = memoryview(bytearray(commit.encoded_size))
+                    encode_commit_into(chunk, 0, commit, commit_seq=seq, lane_id=lane.lane_id)
+                    self._serial_chunks.append(chunk)
+                    self._serial_bytes += commit.encoded_size
+                    self._serial_records += len(commit.pages)
+                    self._fallbacks[reason.value] += 1
+                    if self._shadow_epoch:
+                        lane.capture_shadow(seq, commit)
+                    break
+                waiting_for = self._open_epoch
+            self._wait_for_space(waiting_for)
+        self._after_stage(first)
+        return Ticket(seq, epoch)
+
+    def _wait_for_space(self, epoch: int) -> None:
+        """Invariant 8: staging memory is full; wait for the seal of ``epoch`` to free it."""
+        with self._ticker_cv:
+            self._seal_requested = True
+            self._ticker_cv.notify()
+        with self._space_cv:
+            self._fallbacks[FallbackReason.BACKPRESSURE.value] += 1
+            while self._open_epoch == epoch and not self._closing and self._broken is None:
+                self._space_cv.wait()
+        self._raise_if_unusable()
+
+    def _after_stage(self, first_of_epoch: bool) -> None:
+        self._last_submit_at = self._clock()
+        if first_of_epoch:
+            with self._ticker_cv:
+                self._ticker_cv.notify()
+
+    def _note_waiter(self, epoch: int) -> None:
+        with self._ticker_cv:
+            if epoch == self._open_epoch:
+                self._open_waiters += 1
+                if self._open_waiters == 1:
+                    self._first_wait_at = self._clock()
+                self._ticker_cv.notify()
+
+    @contextlib.contextmanager
+    def _all_lanes_locked(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for lane in self._lanes:
+                stack.enter_context(lane.lock)
+            yield
+
+    def _shadow_sampled(self, epoch: int) -> bool:
+        if self._config.mode is Mode.SHADOW_COMPARE:
+            return True
+        per_mille = self._config.shadow_compare_per_mille
+        # A fixed multiplicative hash spreads the sampled epochs evenly and reproducibly.
+        return per_mille > 0 and (epoch * 2654435761) % 1000 < per_mille
+
+    def _raise_if_unusable(self) -> None:
+        if self._broken is not None:
+            self._raise_broken()
+        if self._closing:
+            raise ClosedError("the log is closed")
+
+    def _raise_broken(self) -> None:
+        assert self._broken is not None
+        message, cause = self._broken
+        raise BrokenLogError(message) from cause
+
+    # ------------------------------------------------------------------ the ticker
+
+    def _run_ticker(self) -> None:
+        try:
+            while True:
+                final = self._wait_until_seal_due()
+                sealed = self._seal()
+                if sealed is not None and not self._publish(sealed):
+                    return
+                if final:
+                    if self._unsynced:
+                        try:
+                            self._sync_unsynced()
+                        except OSError as error:
+                            self._break(f"fsync at close failed ({error}); the newest "
+                                        "segments may not survive a power loss", error)
+                    return
+        except BaseException as error:  # pragma: no cover - a bug; never leave waiters hanging
+            self._break(f"the ticker failed unexpectedly: {error!r}", error)
+            raise
+
+    def _wait_until_seal_due(self) -> bool:
+        """Adaptive sealing: block until the open epoch should be sealed; True when stopping."""
+        interval = self._config.epoch_interval_ms / 1000
+        max_delay = self._config.effective_max_flush_delay_ms / 1000
+        quiet = min(_QUIET_SECONDS, max_delay)
+        with self._ticker_cv:
+            while True:
+                if self._stop:
+                    return True
+                staged = self._next_seq - self._epoch_first_seq
+                if staged == 0:
+                    self._seal_requested = False
+                    self._ticker_cv.wait()
+                    continue
+                if self._seal_requested or self._open_waiters >= staged:
+                    self._seal_requested = False
+                    return False
+                due = self._epoch_opened_at + interval
+                if self._open_waiters:
+                    due = min(due, self._first_wait_at + max_delay, self._last_submit_at + quiet)
+                remaining = due - self._clock()
+                if remaining <= 0:
+                    return False
+                self._ticker_cv.wait(remaining)
+
+    def _seal(self) -> _SealedEpoch | None:
+        """Close the open epoch: swap every lane's buffer and open the next epoch."""
+        started = time.perf_counter()
+        with self._all_lanes_locked():
+            hi = self._next_seq - 1
+            if hi < self._epoch_first_seq:
+                return None
+            snapshots = [lane.swap() for lane in self._lanes]
+            body = [s.body for s in snapshots if s.records] + self._serial_chunks
+            shadow = None
+            if self._shadow_epoch:
+                shadow = [item for s in snapshots for item in s.shadow]
+            sealed = _SealedEpoch(
+                epoch=self._open_epoch, prev_epoch=self._published.epoch,
+                commit_seq_lo=self._epoch_first_seq, commit_seq_hi=hi, body=body,
+                record_count=sum(s.records for s in snapshots) + self._serial_records,
+                serialized=bool(self._serial_chunks), shadow=shadow,
+                seal_seconds=0.0)
+            self._serial_chunks = []
+            self._serial_bytes = 0
+            self._serial_records = 0
+            self._epoch_first_seq = hi + 1
+            self._shadow_epoch = self._shadow_sampled(sealed.epoch + 1)
+            with self._ticker_cv:
+                self._open_epoch = sealed.epoch + 1
+                self._open_waiters = 0
+                self._epoch_opened_at = self._clock()
+        with self._space_cv:
+            self._space_cv.notify_all()
+        return attrs.evolve(sealed, seal_seconds=time.perf_counter() - started)
+
+    def _publish(self, sealed: _SealedEpoch) -> bool:
+        """Write, fsync and rename segment ``sealed.epoch``; mark it durable. False if broken."""
+        body = sealed.body
+        serialized = sealed.serialized
+        header = self._header(sealed, body, serialized)
+        if sealed.shadow is not None:
+            replacement = self._shadow_compare(sealed, header)
+            if replacement is not None:
+                body, serialized = [replacement], True
+                header = self._header(sealed, body, serialized)
+        name = segment_name(self._files.db_name, sealed.epoch)
+        try:
+            times = publish_atomically(self._fs, self._files.directory, name,
+                                       [header.encode(), *body],
+                                       sync=self._config.fsync is FsyncMode.FULL)
+            if self._config.fsync is FsyncMode.NORMAL:
+                self._unsynced.append(name)
+                if self._clock() - self._last_sync_at >= self._config.epoch_interval_ms / 1000:
+                    self._sync_unsynced()
+        except OSError as error:
+            self._break(
+                f"publishing segment {self._files.path(name)} failed ({error}); epoch "
+                f"{sealed.epoch} (commits {sealed.commit_seq_lo}..{sealed.commit_seq_hi}) and "
+                f"every later one are not durable; reopen the log to recover the durable "
+                f"prefix", error)
+            return False
+        counters = self._counters
+        counters["epochs_sealed"] += 1
+        counters["records_written"] += sealed.record_count
+        counters["bytes_written"] += 64 + header.body_length
+        counters["fsync_count"] += times.fsync_count
+        counters["fsync_seconds_total"] += times.fsync_seconds
+        counters["fsync_seconds_max"] = max(counters["fsync_seconds_max"], times.fsync_seconds)
+        counters["seal_seconds_total"] += sealed.seal_seconds
+        counters["write_seconds_total"] += times.write_seconds
+        counters["last_epoch_seal_seconds"] = sealed.seal_seconds
+        counters["last_epoch_write_seconds"] = times.write_seconds
+        counters["last_epoch_fsync_seconds"] = times.fsync_seconds
+        self._mark_durable(sealed)
+        return True
+
+    def _header(
+        self, sealed: _SealedEpoch, body: list[memoryview], serialized: bool
+    ) -> SegmentHeader:
+        return SegmentHeader(
+            epoch=sealed.epoch, record_count=sealed.record_count, lane_count=len(self._lanes),
+            commit_seq_lo=sealed.commit_seq_lo, commit_seq_hi=sealed.commit_seq_hi,
+            prev_epoch=sealed.prev_epoch, body_length=sum(b.nbytes for b in body),
+            flags=SEGMENT_FLAG_SERIALIZED if serialized else 0)
+
+    def _shadow_compare(self, sealed: _SealedEpoch, header: SegmentHeader) -> memoryview | None:
+        """Re-encode the epoch on the serialized path and compare; return it if they differ."""
+        assert sealed.shadow is not None
+        expected_body = encode_commits(sorted(sealed.shadow, key=lambda item: item[0]))
+        path = self._files.path(segment_name(self._files.db_name, sealed.epoch))
+        expected = decode_segment(
+            attrs.evolve(header, body_length=len(expected_body)).encode() + expected_body, path)
+        self._counters["shadow_compares"] += 1
+        try:
+            candidate = decode_segment(b"".join([header.encode(), *sealed.body]), path)
+            difference = first_difference(expected, candidate)
+        except CorruptSegmentError as error:
+            difference = f"parallel encoding does not decode: {error.reason}"
+        if difference is None:
+            return None
+        self._counters["shadow_divergences"] += 1
+        self._last_shadow_divergence = f"epoch {sealed.epoch}: {difference}"
+        # DESIGN §5: the divergent bytes never become durable; the serialized encoding does,
+        # and every later commit takes the serialized path.
+        self._forced_reason = FallbackReason.SHADOW_DIVERGENCE
+        with self._all_lanes_locked():
+            self._fallbacks[FallbackReason.SHADOW_DIVERGENCE.value] += 1
+        return memoryview(expected_body)
+
+    def _sync_unsynced(self) -> None:
+        sync_files(self._fs, self._files.directory, self._unsynced)
+        self._counters["fsync_count"] += len(self._unsynced) + 1
+        self._unsynced = []
+        self._last_sync_at = self._clock()
+
+    def _mark_durable(self, sealed: _SealedEpoch) -> None:
+        with self._durable_cv:
+            # Invariant 3: durability only ever extends the contiguous durable prefix.
+            if sealed.prev_epoch != self._durable.epoch:  # pragma: no cover - a bug
+                raise AssertionError(
+                    f"epoch {sealed.epoch} follows {sealed.prev_epoch}, but the durable "
+                    f"prefix ends at {self._durable.epoch}")
+            self._durable = ChainPosition(sealed.epoch, sealed.commit_seq_hi)
+            self._published = self._durable
+            self._durable_cv.notify_all()
+
+    def _break(self, message: str, cause: BaseException) -> None:
+        """Invariant 6: fail closed. Nothing later is acknowledged; every waiter is told now."""
+        with self._durable_cv:
+            if self._broken is None:
+                self._broken = (message, cause)
+            self._durable_cv.notify_all()
+        with self._space_cv:
+            self._space_cv.notify_all()
