@@ -257,9 +257,9 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
         knob = _KNOB_BY_VARIABLE.get(name)
         if knob is None:
             close = difflib.get_close_matches(name, _KNOB_BY_VARIABLE, n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
+            hint = f" (did you mean {close[0]}?)" if close else ""
             known = ", ".join(_KNOB_BY_VARIABLE)
-            raise ConfigError(name, text, f"{hint}a known variable: {known}")
+            raise ConfigError(name, text, f"one of the known variables {known}{hint}")
         try:
             values[knob.field] = knob.parse(text)
         except (ValueError, KeyError):
