@@ -21,6 +21,7 @@ from ._errors import (
     CorruptSegmentError,
     ImageTooLargeError,
     InvalidCommitError,
+    LogLockedError,
     PagewalError,
 )
 from ._fs import FileSystem, OsFileSystem
@@ -43,6 +44,7 @@ __all__ = [
     "FsyncMode",
     "ImageTooLargeError",
     "InvalidCommitError",
+    "LogLockedError",
     "Mode",
     "OsFileSystem",
     "PagewalError",

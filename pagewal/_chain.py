@@ -23,8 +23,7 @@ from ._codec import (
 )
 from ._errors import CorruptSegmentError
 
-CANONICAL_DTYPE = np.dtype([*((name, RECORD_DTYPE.fields[name][0]) for name in RECORD_DTYPE.names),
-                            ("segment", "<u4")])
+CANONICAL_DTYPE = np.dtype([*RECORD_DTYPE.descr, ("segment", "<u4")])
 """A record row plus the index of the segment (in chain order) whose bytes hold its image."""
 
 

@@ -108,7 +108,8 @@ def make_commit(
         try:
             page_no, image = item
         except (TypeError, ValueError):
-            raise InvalidCommitError(f"expected a (page_no, image) pair, got {item!r:.80}") from None
+            raise InvalidCommitError(
+                f"expected a (page_no, image) pair, got {item!r:.80}") from None
         if not isinstance(page_no, int) or isinstance(page_no, bool):
             raise InvalidCommitError(f"page_no must be an int, got {type(page_no).__name__}")
         if not 0 <= page_no <= MAX_PAGE_NO:

@@ -41,6 +41,13 @@ class ClosedError(PagewalError):
     """The log was closed; open it again to continue."""
 
 
+class LogLockedError(PagewalError):
+    """Another open :class:`Wal` (in this or another process) holds the log's lock file.
+
+    Two writers on one log would overwrite each other's segments; close the other one first.
+    """
+
+
 class BrokenLogError(PagewalError):
     """Writing or fsyncing a segment failed; the log refuses all further work.
 

@@ -11,6 +11,8 @@ is written: temporary name, write, fsync, rename, directory fsync.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import time
 from collections.abc import Sequence
@@ -55,6 +57,11 @@ class FileSystem(Protocol):
 
     def read_file(self, path: str) -> bytes: ...
 
+    def try_lock(self, path: str) -> int | None:
+        """Take an exclusive lock on ``path`` (created if needed): a handle, or None if held."""
+
+    def unlock(self, handle: int) -> None: ...
+
 
 class OsFileSystem:
     """The real file system, one ``os`` call per operation."""
@@ -94,6 +101,18 @@ class OsFileSystem:
     def read_file(self, path: str) -> bytes:
         with open(path, "rb") as file:
             return file.read()
+
+    def try_lock(self, path: str) -> int | None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def unlock(self, handle: int) -> None:
+        os.close(handle)  # closing the descriptor releases the flock
 
 
 def write_all(fs: FileSystem, fd: int, buffers: Sequence[Buffer]) -> int:
@@ -153,10 +172,8 @@ def publish_atomically(
             fs.close(fd)
         fs.rename(temp_path, final_path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             fs.unlink(temp_path)
-        except OSError:
-            pass
         raise
     if sync:
         fs.fsync_dir(directory)

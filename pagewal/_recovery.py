@@ -29,7 +29,7 @@ from ._codec import (
     parse_segment_name,
     segment_name,
 )
-from ._errors import CorruptSegmentError
+from ._errors import CorruptSegmentError, LogLockedError
 from ._fs import FileSystem, OsFileSystem, publish_atomically
 
 QUARANTINE_SUFFIX = ".corrupt"
@@ -55,6 +55,10 @@ class LogFiles:
     def segment_path(self, epoch: int) -> str:
         return self.path(segment_name(self.db_name, epoch))
 
+    @property
+    def lock_path(self) -> str:
+        return self.path(f"{self.db_name}-wal-lock")
+
 
 def recover(
     db_path: str | os.PathLike[str],
@@ -77,26 +81,43 @@ def recover(
     """
     files = LogFiles.for_db(db_path)
     fs = fs or OsFileSystem()
-    result = _read_chain(files, fs, skip_corrupt=skip_corrupt)
-    if delete_after:
-        _write_checkpoint(files, fs, result.last)
-        for info in result.segments:
-            fs.unlink(info.path)
-        fs.fsync_dir(files.directory)
-    return result
+    handle = fs.try_lock(files.lock_path)
+    if handle is None:
+        # A live log owns the directory: read what is published, change nothing.
+        if delete_after:
+            raise LogLockedError(f"{files.path(files.db_name)}: the log is open elsewhere; "
+                                 "close it before recovering with delete_after=True")
+        return _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=False)
+    try:
+        result = _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=True)
+        if delete_after:
+            _write_checkpoint(files, fs, result.last)
+            for info in result.segments:
+                fs.unlink(info.path)
+            fs.fsync_dir(files.directory)
+        return result
+    finally:
+        fs.unlock(handle)
 
 
-def _read_chain(files: LogFiles, fs: FileSystem, *, skip_corrupt: bool) -> RecoveryResult:
+def _read_chain(
+    files: LogFiles, fs: FileSystem, *, skip_corrupt: bool, tidy: bool
+) -> RecoveryResult:
+    """Read and validate the chain. ``tidy`` (only while holding the log's lock) also deletes
+    temporary files and segments the checkpoint already covers."""
     names = sorted(fs.listdir(files.directory))
-    removed = [files.path(n) for n in names if is_temp_segment_name(files.db_name, n)]
     base = _read_checkpoint(files, fs, names)
     epochs = sorted(e for n in names if (e := parse_segment_name(files.db_name, n)) is not None)
-    # A checkpoint interrupted after recording itself leaves segments it covers: already applied.
-    removed += [files.segment_path(e) for e in epochs if e <= base.epoch]
-    for path in removed:
-        fs.unlink(path)
-    if removed:
-        fs.fsync_dir(files.directory)
+    removed: list[str] = []
+    if tidy:
+        removed = [files.path(n) for n in names if is_temp_segment_name(files.db_name, n)]
+        # A checkpoint interrupted after recording itself leaves segments it covers: already
+        # applied, so they are deleted rather than read.
+        removed += [files.segment_path(e) for e in epochs if e <= base.epoch]
+        for path in removed:
+            fs.unlink(path)
+        if removed:
+            fs.fsync_dir(files.directory)
 
     position = base
     decoded: list[DecodedSegment] = []

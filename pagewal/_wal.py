@@ -46,7 +46,7 @@ from ._codec import (
     segment_name,
 )
 from ._config import FsyncMode, Mode, WalConfig
-from ._errors import BrokenLogError, ClosedError, CorruptSegmentError
+from ._errors import BrokenLogError, ClosedError, CorruptSegmentError, LogLockedError
 from ._fs import FileSystem, OsFileSystem, publish_atomically, sync_files
 from ._lanes import Lane
 from ._recovery import LogFiles, _read_chain, quarantine
@@ -97,8 +97,10 @@ class Wal:
         recovery: RecoveryResult,
         fs: FileSystem,
         clock: Callable[[], float],
+        lock: int,
     ) -> None:
         self._files = files
+        self._lock = lock
         self._config = config
         self._fs = fs
         self._clock = clock
@@ -181,9 +183,18 @@ class Wal:
         files = LogFiles.for_db(db_path)
         fs = fs or OsFileSystem()
         config = WalConfig.from_env() if config is None else config
-        recovery = _read_chain(files, fs, skip_corrupt=skip_corrupt)
-        quarantine(files, fs, recovery.skipped)
-        return cls(files, config, recovery, fs, clock)
+        lock = fs.try_lock(files.lock_path)
+        if lock is None:
+            raise LogLockedError(
+                f"{files.path(files.db_name)}: the log is already open (lock {files.lock_path} "
+                "is held); close the other Wal first")
+        try:
+            recovery = _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=True)
+            quarantine(files, fs, recovery.skipped)
+            return cls(files, config, recovery, fs, clock, lock)
+        except BaseException:
+            fs.unlock(lock)
+            raise
 
     @property
     def recovery(self) -> RecoveryResult:
@@ -310,6 +321,7 @@ class Wal:
         with self._space_cv:
             self._space_cv.notify_all()
         self._ticker.join()
+        self._fs.unlock(self._lock)
         _OPEN_LOGS.discard(self)
         if self._broken is not None:
             self._raise_broken()

@@ -377,3 +377,30 @@ def test_fsync_normal_defers_fsyncs_until_close(
     assert recording_fs.counts.get("fsync", 0) == 5  # every segment, at close
     assert recording_fs.log[-1][0] == "fsync_dir"
     assert recover(db_path).last_commit_seq == 5
+
+
+def test_a_second_open_of_the_same_log_is_refused_until_the_first_closes(db_path: Path) -> None:
+    wal = Wal.open(db_path, FAST)
+    try:
+        with pytest.raises(pagewal.LogLockedError, match="already open"):
+            Wal.open(db_path, FAST)
+        wal.commit({1: b"first"})
+    finally:
+        wal.close()
+    with Wal.open(db_path, FAST) as again:
+        assert again.recovery.last_commit_seq == 1
+
+
+def test_recover_beside_a_live_log_reads_without_deleting_anything(db_path: Path) -> None:
+    with Wal.open(db_path, FAST) as wal:
+        wal.commit({1: b"live"})
+        in_flight = db_path.parent / (segment_name(db_path.name, 99) + ".tmp")
+        in_flight.write_bytes(b"a segment being written")
+        result = recover(db_path)
+        assert result.last_commit_seq == 1
+        assert result.removed_temp_files == ()
+        assert in_flight.exists()  # the live writer's file was left alone
+        with pytest.raises(pagewal.LogLockedError):
+            recover(db_path, delete_after=True)
+    assert recover(db_path).removed_temp_files == (str(in_flight),)  # now it is tidied
+    assert not in_flight.exists()

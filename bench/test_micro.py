@@ -1,0 +1,51 @@
+"""Micro-benchmarks of the hot paths (not part of the default test run).
+
+Run: ``python3 -m pytest bench/test_micro.py --benchmark-only``
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pagewal import Wal, WalConfig, decode_segment
+from pagewal._codec import SegmentHeader, encode_commits, make_commit
+from pagewal._lanes import Lane
+
+PAGE = os.urandom(4096)
+
+
+@pytest.mark.parametrize("pages", [1, 16])
+def test_stage_one_commit_into_a_lane(benchmark: Any, pages: int) -> None:
+    commit = make_commit([(n, PAGE) for n in range(pages)])
+    lane = Lane(0, 64 << 20)
+
+    def stage() -> None:
+        if not lane.try_append(commit, 1, shadow=False):
+            lane.swap()
+            lane.try_append(commit, 1, shadow=False)
+
+    benchmark(stage)
+
+
+def test_validate_a_commit(benchmark: Any) -> None:
+    pages = [(n, PAGE) for n in range(16)]
+    benchmark(make_commit, pages)
+
+
+def test_decode_a_4_mib_segment(benchmark: Any) -> None:
+    commits = [(seq, 0, make_commit([(seq, PAGE)])) for seq in range(1, 1001)]
+    body = encode_commits(commits)
+    header = SegmentHeader(epoch=1, record_count=1000, lane_count=1, commit_seq_lo=1,
+                           commit_seq_hi=1000, prev_epoch=0, body_length=len(body))
+    data = header.encode() + bytes(body)
+    result = benchmark(decode_segment, data, "bench")
+    assert result.records.size == 1000
+
+
+def test_commit_and_seal_without_fsync(benchmark: Any, tmp_path: Path) -> None:
+    with Wal.open(tmp_path / "bench.db", WalConfig(lanes=2, fsync="off")) as wal:
+        benchmark(wal.commit, {1: PAGE})

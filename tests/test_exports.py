@@ -1,0 +1,29 @@
+"""The public surface: every public name is exported once, and documented."""
+
+from __future__ import annotations
+
+import pagewal
+
+
+def test_every_public_name_is_exported_exactly_once() -> None:
+    assert len(pagewal.__all__) == len(set(pagewal.__all__))
+    for name in pagewal.__all__:
+        assert hasattr(pagewal, name), name
+    public = {n for n in vars(pagewal) if not n.startswith("_")}
+    assert public - {"annotations"} == set(pagewal.__all__)
+
+
+def test_public_classes_and_functions_have_docstrings() -> None:
+    for name in pagewal.__all__:
+        obj = getattr(pagewal, name)
+        if callable(obj):
+            assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
+
+
+def test_errors_form_one_hierarchy() -> None:
+    errors = [pagewal.BrokenLogError, pagewal.ClosedError, pagewal.ConfigError,
+              pagewal.CorruptSegmentError, pagewal.ImageTooLargeError,
+              pagewal.InvalidCommitError]
+    assert all(issubclass(e, pagewal.PagewalError) for e in errors)
+    assert issubclass(pagewal.ImageTooLargeError, ValueError)
+    assert issubclass(pagewal.ConfigError, ValueError)
