@@ -24,9 +24,9 @@ def test_stage_one_commit_into_a_lane(benchmark: Any, pages: int) -> None:
     lane = Lane(0, 64 << 20)
 
     def stage() -> None:
-        if not lane.try_append(commit, 1, shadow=False):
+        if not lane.fits(commit):
             lane.swap()
-            lane.try_append(commit, 1, shadow=False)
+        lane.append(commit, 1, shadow=False)
 
     benchmark(stage)
 

@@ -70,8 +70,9 @@ _MODE_ALIASES = {
 _FSYNC_NAMES = {m.value: m for m in FsyncMode}
 _BYTE_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30,
                "gib": 1 << 30}
-_BYTES_RE = re.compile(r"^\s*(\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
-_INT_RE = re.compile(r"^\s*\d+\s*$")
+_BYTES_RE = re.compile(r"^\s*([0-9]+)\s*([a-z]*)\s*$", re.IGNORECASE | re.ASCII)
+_INT_RE = re.compile(r"^\s*[0-9]+\s*$", re.ASCII)
+_MS_RE = re.compile(r"^\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$", re.ASCII)
 
 
 def _parse_bytes(text: str) -> int:
@@ -88,7 +89,9 @@ def _parse_int(text: str) -> int:
 
 
 def _parse_ms(text: str) -> float:
-    value = float(text)  # raises ValueError for junk
+    if _MS_RE.match(text) is None:
+        raise ValueError(text)
+    value = float(text)
     if not math.isfinite(value):
         raise ValueError(text)
     return value
@@ -237,20 +240,31 @@ class WalConfig:
         variable for a malformed value, and for an unknown ``PAGEWAL_*`` variable (a typo must
         not silently leave a default in force).
         """
-        values = dict(_env_values(os.environ if environ is None else environ))
+        texts = _env_texts(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for field, (variable, text) in texts.items():
+            knob = _KNOB_BY_FIELD[field]
+            try:
+                value = knob.parse(text)
+            except (ValueError, KeyError):
+                raise ConfigError(variable, text, knob.accepted) from None
+            # Checked even when an override replaces it: a bad variable is never ignored.
+            if not knob.check(value):
+                raise ConfigError(variable, text, knob.accepted)
+            values[field] = value
         values.update(overrides)
         try:
             return cls(**values)
         except ConfigError as error:
-            knob = _KNOB_BY_FIELD.get(error.variable)
-            if knob is None or error.variable in overrides:
+            if error.variable not in texts or error.variable in overrides:
                 raise
-            variable = knob.variable if knob.field in values else knob.field
-            raise ConfigError(variable, error.value, error.accepted) from None
+            variable, text = texts[error.variable]
+            raise ConfigError(variable, text, error.accepted) from None
 
 
-def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+def _env_texts(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """The ``PAGEWAL_*`` variables present: field → (variable, raw text)."""
+    texts: dict[str, tuple[str, str]] = {}
     for name, text in environ.items():
         if not name.startswith("PAGEWAL_"):
             continue
@@ -260,11 +274,8 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
             hint = f" (did you mean {close[0]}?)" if close else ""
             known = ", ".join(_KNOB_BY_VARIABLE)
             raise ConfigError(name, text, f"one of the known variables {known}{hint}")
-        try:
-            values[knob.field] = knob.parse(text)
-        except (ValueError, KeyError):
-            raise ConfigError(name, text, knob.accepted) from None
-    return values
+        texts[knob.field] = (name, text)
+    return texts
 
 
 def config_sources(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -39,20 +39,19 @@ class Lane:
         self._buffers: list[memoryview] = []
         self._shadow: list[tuple[int, int, Commit]] = []
 
-    def try_append(self, commit: Commit, commit_seq: int, *, shadow: bool) -> bool:
-        """Encode ``commit`` into the active buffer, or return False if it does not fit."""
-        end = self.used + commit.encoded_size
-        if end > self.capacity:
-            return False
+    def fits(self, commit: Commit) -> bool:
+        """Whether ``commit`` fits in what is left of this epoch's buffer."""
+        return self.used + commit.encoded_size <= self.capacity
+
+    def append(self, commit: Commit, commit_seq: int, *, shadow: bool) -> None:
+        """Encode ``commit`` into the active buffer; the caller checked :meth:`fits`."""
         if not self._buffers:
             self._buffers.append(memoryview(bytearray(self.capacity)))
-        encode_commit_into(self._buffers[0], self.used, commit, commit_seq=commit_seq,
-                           lane_id=self.lane_id)
-        self.used = end
+        self.used = encode_commit_into(self._buffers[0], self.used, commit,
+                                       commit_seq=commit_seq, lane_id=self.lane_id)
         self.records += len(commit.pages)
         if shadow:
-            self._shadow.append((commit_seq, self.lane_id, detached(commit)))
-        return True
+            self.capture_shadow(commit_seq, commit)
 
     def capture_shadow(self, commit_seq: int, commit: Commit) -> None:
         """Record a commit staged elsewhere (serialized path) for this epoch's shadow compare."""

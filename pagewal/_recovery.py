@@ -8,6 +8,7 @@ offset and reason, unless ``skip_corrupt`` asks for the longest valid prefix of 
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import attrs
@@ -20,6 +21,7 @@ from ._chain import (
     check_continues,
 )
 from ._codec import (
+    TEMP_SUFFIX,
     ChainPosition,
     DecodedSegment,
     checkpoint_name,
@@ -110,7 +112,9 @@ def _read_chain(
     epochs = sorted(e for n in names if (e := parse_segment_name(files.db_name, n)) is not None)
     removed: list[str] = []
     if tidy:
-        removed = [files.path(n) for n in names if is_temp_segment_name(files.db_name, n)]
+        checkpoint_temp = checkpoint_name(files.db_name) + TEMP_SUFFIX
+        removed = [files.path(n) for n in names
+                   if is_temp_segment_name(files.db_name, n) or n == checkpoint_temp]
         # A checkpoint interrupted after recording itself leaves segments it covers: already
         # applied, so they are deleted rather than read.
         removed += [files.segment_path(e) for e in epochs if e <= base.epoch]
@@ -161,8 +165,21 @@ def _write_checkpoint(files: LogFiles, fs: FileSystem, position: ChainPosition) 
 
 
 def quarantine(files: LogFiles, fs: FileSystem, skipped: tuple[SkippedSegment, ...]) -> None:
-    """Rename skipped segments out of the chain (``*.corrupt``) so the log can continue."""
+    """Rename skipped segments out of the chain so the log can continue after the prefix.
+
+    ``<segment>.corrupt``, or ``<segment>.corrupt-N`` when an earlier quarantine already used
+    that name: nothing set aside before is ever replaced.
+    """
+    if not skipped:
+        return
+    taken = set(fs.listdir(files.directory))
     for item in skipped:
-        fs.rename(item.path, item.path + QUARANTINE_SUFFIX)
-    if skipped:
-        fs.fsync_dir(files.directory)
+        name = os.path.basename(item.path) + QUARANTINE_SUFFIX
+        target = name
+        for number in itertools.count(1):
+            if target not in taken:
+                break
+            target = f"{name}-{number}"
+        taken.add(target)
+        fs.rename(item.path, files.path(target))
+    fs.fsync_dir(files.directory)

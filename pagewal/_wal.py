@@ -380,14 +380,14 @@ class Wal:
         with lane.lock:
             if self._closing:
                 raise ClosedError("the log is closed")
-            if lane.used + commit.encoded_size > lane.capacity:
+            if not lane.fits(commit):
                 return None
             # Invariant 2: seq, epoch and append are atomic with respect to sealing, which
             # needs this lane's lock to move the epoch on.
             seq = self._take_seq()
             epoch = self._open_epoch
             first = seq == self._epoch_first_seq
-            lane.try_append(commit, seq, shadow=self._shadow_epoch)
+            lane.append(commit, seq, shadow=self._shadow_epoch)
         self._after_stage(first)
         return Ticket(seq, epoch)
 

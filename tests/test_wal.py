@@ -234,15 +234,14 @@ def test_shadow_divergence_publishes_the_serialized_encoding_and_goes_conservati
 ) -> None:
     from pagewal import _lanes
 
-    original = _lanes.Lane.try_append
+    original = _lanes.Lane.append
 
-    def corrupting_append(self: _lanes.Lane, commit: object, seq: int, *, shadow: bool) -> bool:
-        appended = original(self, commit, seq, shadow=shadow)  # type: ignore[arg-type]
-        if appended and seq == 2:
+    def corrupting_append(self: _lanes.Lane, commit: object, seq: int, *, shadow: bool) -> None:
+        original(self, commit, seq, shadow=shadow)  # type: ignore[arg-type]
+        if seq == 2:
             self._buffers[0][self.used - 5] ^= 0x01  # flip a bit of the image just staged
-        return appended
 
-    monkeypatch.setattr(_lanes.Lane, "try_append", corrupting_append)
+    monkeypatch.setattr(_lanes.Lane, "append", corrupting_append)
     with Wal.open(db_path, WalConfig(mode="shadow", lanes=2, epoch_interval_ms=1,
                                      fsync="off")) as wal:
         wal.commit({1: b"one" * 10})
