@@ -475,17 +475,25 @@ class Wal:
                 sealed = self._seal()
                 if sealed is not None and not self._publish(sealed):
                     return
+                if self._unsynced and (final or self._sync_delay() == 0.0):
+                    try:
+                        self._sync_unsynced()
+                    except OSError as error:
+                        self._break(f"fsync of published segments failed ({error}); they may "
+                                    "not survive a power loss; reopen the log", error)
+                        return
                 if final:
-                    if self._unsynced:
-                        try:
-                            self._sync_unsynced()
-                        except OSError as error:
-                            self._break(f"fsync at close failed ({error}); the newest "
-                                        "segments may not survive a power loss", error)
                     return
         except BaseException as error:  # pragma: no cover - a bug; never leave waiters hanging
             self._break(f"the ticker failed unexpectedly: {error!r}", error)
             raise
+
+    def _sync_delay(self) -> float | None:
+        """fsync=normal: seconds until segments published without fsync are due one."""
+        if not self._unsynced:
+            return None
+        due = self._last_sync_at + self._config.epoch_interval_ms / 1000
+        return max(0.0, due - self._clock())
 
     def _wait_until_seal_due(self) -> bool:
         """Adaptive sealing: block until the open epoch should be sealed; True when stopping."""
@@ -499,7 +507,10 @@ class Wal:
                 staged = self._next_seq - self._epoch_first_seq
                 if staged == 0:
                     self._seal_requested = False
-                    self._ticker_cv.wait()
+                    sync_in = self._sync_delay()
+                    if sync_in == 0.0:
+                        return False
+                    self._ticker_cv.wait(sync_in)
                     continue
                 if self._seal_requested or self._open_waiters >= staged:
                     self._seal_requested = False
@@ -559,9 +570,7 @@ class Wal:
                                        [header.encode(), *body],
                                        sync=self._config.fsync is FsyncMode.FULL)
             if self._config.fsync is FsyncMode.NORMAL:
-                self._unsynced.append(name)
-                if self._clock() - self._last_sync_at >= self._config.epoch_interval_ms / 1000:
-                    self._sync_unsynced()
+                self._unsynced.append(name)  # fsynced by the ticker loop within an interval
         except OSError as error:
             self._break(
                 f"publishing segment {self._files.path(name)} failed ({error}); epoch "

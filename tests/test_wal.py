@@ -403,3 +403,18 @@ def test_recover_beside_a_live_log_reads_without_deleting_anything(db_path: Path
             recover(db_path, delete_after=True)
     assert recover(db_path).removed_temp_files == (str(in_flight),)  # now it is tidied
     assert not in_flight.exists()
+
+
+def test_fsync_normal_syncs_published_segments_within_an_interval_even_when_idle(
+    db_path: Path, recording_fs: RecordingFileSystem
+) -> None:
+    config = WalConfig(lanes=2, epoch_interval_ms=5, fsync="normal")
+    with Wal.open(db_path, config, fs=recording_fs) as wal:
+        wal.commit({1: b"idle"})
+        for _ in range(1000):  # bounded wait for the ticker's own deferred fsync
+            if wal.statistics().fsync_count:
+                break
+            threading.Event().wait(0.01)
+        assert wal.statistics().fsync_count == 2  # the segment and its directory
+        assert recording_fs.counts.get("fsync") == 1
+        assert recording_fs.counts.get("fsync_dir") == 1
