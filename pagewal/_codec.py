@@ -116,7 +116,7 @@ def make_commit(
             raise InvalidCommitError(f"page_no {page_no} is outside 0..{MAX_PAGE_NO}")
         try:
             view = memoryview(image).cast("B")
-        except TypeError:
+        except (TypeError, ValueError):  # not bytes-like, not contiguous, or released
             raise InvalidCommitError(
                 f"image of page {page_no} must be bytes-like (contiguous), "
                 f"not {type(image).__name__}"

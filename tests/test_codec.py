@@ -887,6 +887,22 @@ def test_every_bit_flip_of_a_checkpoint_is_rejected() -> None:
         assert 0 <= info.value.offset <= len(encoded)
 
 
+@pytest.mark.parametrize(
+    ("offset", "fmt", "value"),
+    [(0, "<I", 0x5057414C), (4, "<H", 0), (4, "<H", 2), (6, "<H", 1), (24, "<I", 0x100)],
+    ids=["segment_magic", "version0", "version2", "reserved_a", "reserved_b"],
+)
+def test_checkpoint_with_foreign_magic_version_or_reserved_bits_is_rejected_when_checksummed(
+    offset: int, fmt: str, value: int
+) -> None:
+    encoded = bytearray(ChainPosition(3, 9).encode())
+    struct.pack_into(fmt, encoded, offset, value)
+    struct.pack_into("<I", encoded, 28, crc32c.crc32c(bytes(encoded[:28])))
+    with pytest.raises(CorruptSegmentError) as info:
+        decode_checkpoint(bytes(encoded), "the-ckpt")
+    assert info.value.path == "the-ckpt"
+
+
 @pytest.mark.parametrize("length", [0, 1, 28, 31, 33, 64])
 def test_checkpoint_of_wrong_length_is_rejected(length: int) -> None:
     encoded = ChainPosition(3, 9).encode()
@@ -940,3 +956,10 @@ def test_reencoding_a_decoded_segment_reproduces_its_bytes(segment: bytes) -> No
         triples.append((seq, lane, commit))
     assert bytes(encode_commits(triples)) == segment[HEADER_BYTES:]
     assert decoded.header.encode() == segment[:HEADER_BYTES]
+
+
+def test_a_released_memoryview_image_is_an_invalid_commit() -> None:
+    view = memoryview(b"x")
+    view.release()
+    with pytest.raises(InvalidCommitError, match="bytes-like"):
+        make_commit([(1, view)])
