@@ -43,6 +43,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=_positive_int, default=4, help="committing threads")
     demo.add_argument("--seconds", type=_positive_float, default=3.0, help="how long to commit")
     commands.add_parser("env", help="print the effective configuration and where it came from")
+    crash = commands.add_parser(
+        "crash-test", help="power-loss, fault, corruption and kill -9 campaigns; exit 1 on a "
+        "violation")
+    crash.add_argument("--long", action="store_true",
+                       help="at least 10,000 crash states and 200 kills")
+    crash.add_argument("--seed", type=int, default=None, help="reproduce a run (default: random)")
+    crash.add_argument("--dir", default=None, help="where the kill -9 children write")
+    crash.add_argument("--mutant", default=None,
+                       help="run against a deliberately broken log (must report violations)")
+    crash.add_argument("--self-check", action="store_true",
+                       help="check the harness catches every deliberately broken log")
     return parser
 
 
@@ -51,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
+        if args.command == "crash-test":
+            return _crash_test(args)
         return _env()
     except ConfigError as error:
         print(f"pagewal: configuration error: {error}", file=sys.stderr)
@@ -69,6 +82,32 @@ def _demo(args: argparse.Namespace) -> int:
     for line in report.lines():
         print(line)
     return 0 if report.ok else EXIT_FAILED
+
+
+def _crash_test(args: argparse.Namespace) -> int:
+    import random
+
+    from .harness import _campaign
+    from .harness._mutants import MUTANTS
+
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
+    print(f"seed {seed} (rerun with --seed {seed})", flush=True)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    if args.self_check:
+        return 0 if _campaign.self_check(seed=seed, say=say) else EXIT_FAILED
+    if args.mutant is not None:
+        if args.mutant not in MUTANTS:
+            print(f"pagewal: unknown mutant {args.mutant!r}; one of {', '.join(MUTANTS)}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        return EXIT_FAILED if _campaign.run_mutant(args.mutant, seed=seed, say=say) else 0
+    settings = (_campaign.CampaignSettings.long() if args.long
+                else _campaign.CampaignSettings.quick())
+    violations = _campaign.run_campaign(settings, seed=seed, directory=args.dir, say=say)
+    return EXIT_FAILED if violations else 0
 
 
 def _env() -> int:

@@ -47,7 +47,7 @@ from ._codec import (
 )
 from ._config import FsyncMode, Mode, WalConfig
 from ._errors import BrokenLogError, ClosedError, CorruptSegmentError, LogLockedError
-from ._fs import FileSystem, OsFileSystem, publish_atomically, sync_files
+from ._fs import FileSystem, OsFileSystem, PublishTimes, publish_atomically, sync_files
 from ._lanes import Lane
 from ._recovery import LogFiles, _read_chain, quarantine
 from ._stats import FallbackReason, Ticket, WalStats
@@ -566,9 +566,7 @@ class Wal:
                 header = self._header(sealed, body, serialized)
         name = segment_name(self._files.db_name, sealed.epoch)
         try:
-            times = publish_atomically(self._fs, self._files.directory, name,
-                                       [header.encode(), *body],
-                                       sync=self._config.fsync is FsyncMode.FULL)
+            times = self._write_segment(sealed, name, [header.encode(), *body])
             if self._config.fsync is FsyncMode.NORMAL:
                 self._unsynced.append(name)  # fsynced by the ticker loop within an interval
         except OSError as error:
@@ -592,6 +590,13 @@ class Wal:
         counters["last_epoch_fsync_seconds"] = times.fsync_seconds
         self._mark_durable(sealed)
         return True
+
+    def _write_segment(
+        self, sealed: _SealedEpoch, name: str, buffers: list[bytes | memoryview]
+    ) -> PublishTimes:
+        """Invariant 4: publish the segment atomically (fsynced too with fsync=full)."""
+        return publish_atomically(self._fs, self._files.directory, name, buffers,
+                                  sync=self._config.fsync is FsyncMode.FULL)
 
     def _header(
         self, sealed: _SealedEpoch, body: list[memoryview], serialized: bool

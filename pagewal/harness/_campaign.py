@@ -1,0 +1,119 @@
+"""``pagewal crash-test``: every part of the harness in one run, with figures.
+
+Quick (the default, about a minute): exhaustive power-loss search over small workloads, the
+fault matrix, the corruption campaign and 10 kills. ``long``: at least 10,000 crash states and
+200 kills. The exit status is non-zero on any violation.
+"""
+
+from __future__ import annotations
+
+import errno
+import tempfile
+from collections.abc import Callable
+
+import attrs
+
+from ._corruption import run_corruption
+from ._kill import run_kill_campaign
+from ._mutants import MUTANTS
+from ._power_loss import run_power_loss
+from ._simfs import Fault
+
+FAULT_PLANS: tuple[tuple[str, tuple[Fault, ...], bool], ...] = (
+    ("EIO on the 1st segment fsync", (Fault("fsync", 1),), True),
+    ("EIO on the 4th segment fsync", (Fault("fsync", 4),), True),
+    ("EIO on every fsync from the 3rd", (Fault("fsync", 3, repeat=True),), True),
+    ("EIO on the 3rd write", (Fault("writev", 3),), True),
+    ("ENOSPC on the 2nd write", (Fault("writev", 2, errno.ENOSPC),), True),
+    ("EIO on the 2nd directory fsync", (Fault("fsync_dir", 2),), True),
+    ("EIO on the 3rd rename", (Fault("rename", 3),), True),
+    ("EIO creating the 2nd segment", (Fault("open_for_write", 2),), True),
+    ("short writes (must be completed, not fail)",
+     (Fault("writev", 1, short_write=True, repeat=True),), False),
+)
+"""(label, faults, whether the log must break)."""
+
+_MUTANT_FAULTS = {"high-water-mark-durability": (Fault("fsync", 5),)}
+
+
+@attrs.frozen
+class CampaignSettings:
+    seeds: int
+    threads: int
+    commits_per_thread: int
+    min_states: int
+    kills: int
+
+    @classmethod
+    def quick(cls) -> CampaignSettings:
+        return cls(seeds=3, threads=3, commits_per_thread=6, min_states=0, kills=10)
+
+    @classmethod
+    def long(cls) -> CampaignSettings:
+        return cls(seeds=10, threads=4, commits_per_thread=12, min_states=10_000, kills=200)
+
+
+def run_campaign(
+    settings: CampaignSettings, *, seed: int, directory: str | None = None,
+    say: Callable[[str], None] = print,
+) -> int:
+    """Run every part; print figures; return the number of violations."""
+    violations = 0
+    states = 0
+    run = 0
+    while run < settings.seeds or states < settings.min_states:
+        report = run_power_loss(seed=seed + run, threads=settings.threads,
+                                commits_per_thread=settings.commits_per_thread)
+        states += report.states
+        violations += report.violation_count
+        for line in report.lines():
+            say(line)
+        run += 1
+    say(f"power loss total: {states} crash states over {run} workloads")
+
+    must_break_ok = 0
+    for number, (label, faults, must_break) in enumerate(FAULT_PLANS):
+        report = run_power_loss(seed=seed + number, faults=faults)
+        fault_violations = report.violation_count
+        if report.broken_log != must_break:
+            fault_violations += 1
+            say(f"  VIOLATION {label}: the log {'did not break' if must_break else 'broke'}")
+        else:
+            must_break_ok += 1
+        violations += fault_violations
+        say(f"fault: {label}: {report.states} crash states, acked {report.acked_commits}, "
+            f"lost = {report.lost}, partial = {report.partial}, log broken: "
+            f"{report.broken_log}; violations = {fault_violations}")
+        for line in report.lines()[2:]:
+            say(line)
+    say(f"faults total: {must_break_ok} / {len(FAULT_PLANS)} plans failed closed as required")
+
+    corruption = run_corruption(seed=seed)
+    violations += corruption.violation_count
+    for line in corruption.lines():
+        say(line)
+
+    with tempfile.TemporaryDirectory(dir=directory) as work:
+        kill = run_kill_campaign(work, seed=seed, kills=settings.kills)
+    violations += kill.violation_count
+    for line in kill.lines():
+        say(line)
+    say(f"violations: {violations}")
+    return violations
+
+
+def run_mutant(name: str, *, seed: int, say: Callable[[str], None] = print) -> int:
+    """Run the power-loss search against a broken variant; return its violation count."""
+    report = run_power_loss(seed=seed, wal_class=MUTANTS[name],
+                            faults=_MUTANT_FAULTS.get(name, ()))
+    say(f"mutant {name}:")
+    for line in report.lines()[:5]:
+        say(line)
+    return report.violation_count
+
+
+def self_check(*, seed: int, say: Callable[[str], None] = print) -> bool:
+    """True when the harness reports violations for every broken variant."""
+    caught = [name for name in MUTANTS if run_mutant(name, seed=seed, say=say) > 0]
+    say(f"self-check: harness caught {len(caught)} / {len(MUTANTS)} broken variants")
+    return len(caught) == len(MUTANTS)

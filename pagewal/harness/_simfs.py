@@ -1,0 +1,388 @@
+"""A simulated file system that records every operation and can produce power-loss states.
+
+The model follows what LazyFS, ALICE and SQLite's crash VFS test:
+
+* File data written but not fsynced may, at a power loss, be kept, lost, or torn at 512-byte
+  sector granularity (some sectors new, the rest old; an extended file keeps its new size with
+  the lost sectors reading as zeros).
+* Creates, renames and unlinks not followed by an fsync of their directory may be undone. They
+  are journaled in order (like ext4's ordered mode): a crash keeps a prefix of them.
+* fsynced data and fsynced directory entries survive.
+* After a failed fsync the kernel may have dropped the dirty data while marking it clean
+  (PostgreSQL's "fsyncgate"): a later fsync of that file succeeds without making it durable.
+
+:class:`SimulatedFileSystem` is a :class:`pagewal.FileSystem`; it logs each mutating operation
+as an :class:`Op`. :func:`crash_states` replays a log and yields, after each operation, the
+states a power loss there could leave.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import random
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import attrs
+
+SECTOR = 512
+
+Buffer = bytes | bytearray | memoryview
+
+
+@attrs.frozen
+class Op:
+    """One mutating operation, as logged. ``data`` holds written bytes (writes only)."""
+
+    kind: str  # create | write | fsync | fsync_failed | rename | unlink | fsync_dir
+    path: str
+    target: str = ""
+    offset: int = 0
+    data: bytes = b""
+
+
+@attrs.frozen
+class Fault:
+    """Make the ``nth`` call (1-based) of ``op`` fail with ``error`` (an errno).
+
+    ``op`` is one of ``writev``, ``fsync``, ``fsync_dir``, ``rename``, ``open_for_write``.
+    ``short_write=True`` (``writev`` only) writes half the bytes instead of failing.
+    ``repeat=True`` fails every call from the ``nth`` on.
+    """
+
+    op: str
+    nth: int
+    error: int = errno.EIO
+    short_write: bool = False
+    repeat: bool = False
+
+
+@attrs.define
+class _Inode:
+    durable: bytes = b""
+    current: bytearray = attrs.Factory(bytearray)
+    poisoned: bool = False  # a failed fsync dropped dirty data: later fsyncs persist nothing
+
+
+@attrs.frozen
+class _DirOp:
+    kind: str  # create | rename | unlink
+    name: str
+    target: str = ""
+    inode: int = 0
+
+
+class DiskModel:
+    """File contents and directory entries, each in a current and a durable version."""
+
+    def __init__(self, files: Mapping[str, bytes] | None = None) -> None:
+        files = files or {}
+        self._inodes: dict[int, _Inode] = {}
+        self._next_inode = itertools.count(1)
+        self.current: dict[str, int] = {}
+        self.durable: dict[str, int] = {}
+        self.pending: dict[str, list[_DirOp]] = {}
+        for path, content in files.items():
+            inode = next(self._next_inode)
+            self._inodes[inode] = _Inode(durable=bytes(content), current=bytearray(content))
+            self.current[path] = self.durable[path] = inode
+
+    # ---------------------------------------------------------------- operations
+
+    def apply(self, op: Op) -> None:
+        """Apply a logged operation (raises ``OSError`` as the kernel would)."""
+        if op.kind == "create":
+            self.create(op.path)
+        elif op.kind == "write":
+            self.write(op.path, op.offset, op.data)
+        elif op.kind in ("fsync", "fsync_failed"):
+            self.fsync(op.path, failed=op.kind == "fsync_failed")
+        elif op.kind == "rename":
+            self.rename(op.path, op.target)
+        elif op.kind == "unlink":
+            self.unlink(op.path)
+        elif op.kind == "fsync_dir":
+            self.fsync_dir(op.path)
+        else:  # pragma: no cover - a bug in the logger
+            raise ValueError(f"unknown op {op.kind}")
+
+    def create(self, path: str) -> None:
+        """Create or truncate ``path`` (O_CREAT | O_TRUNC)."""
+        inode = self.current.get(path)
+        if inode is None:
+            inode = next(self._next_inode)
+            self._inodes[inode] = _Inode()
+            self.current[path] = inode
+            self._pend(_DirOp("create", path, inode=inode))
+        else:
+            self._inodes[inode].current = bytearray()
+
+    def write(self, path: str, offset: int, data: bytes) -> None:
+        content = self._inode(path).current
+        if len(content) < offset:
+            content.extend(bytes(offset - len(content)))
+        content[offset : offset + len(data)] = data
+
+    def fsync(self, path: str, *, failed: bool = False) -> None:
+        inode = self._inode(path)
+        if failed:
+            inode.poisoned = True
+        elif not inode.poisoned:
+            inode.durable = bytes(inode.current)
+
+    def rename(self, source: str, target: str) -> None:
+        inode = self.current.pop(source, None)
+        if inode is None:
+            raise FileNotFoundError(errno.ENOENT, "no such file", source)
+        self.current[target] = inode
+        self._pend(_DirOp("rename", source, target, inode))
+
+    def unlink(self, path: str) -> None:
+        if self.current.pop(path, None) is None:
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
+        self._pend(_DirOp("unlink", path))
+
+    def fsync_dir(self, directory: str) -> None:
+        for op in self.pending.pop(directory, []):
+            _apply_dir_op(self.durable, op)
+
+    def read(self, path: str) -> bytes:
+        return bytes(self._inode(path).current)
+
+    def size(self, path: str) -> int:
+        return len(self._inode(path).current)
+
+    def listdir(self, directory: str) -> list[str]:
+        return [os.path.basename(p) for p in self.current if os.path.dirname(p) == directory]
+
+    def _inode(self, path: str) -> _Inode:
+        inode = self.current.get(path)
+        if inode is None:
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
+        return self._inodes[inode]
+
+    def _pend(self, op: _DirOp) -> None:
+        self.pending.setdefault(os.path.dirname(op.name), []).append(op)
+
+    # ---------------------------------------------------------------- crashes
+
+    def crash_variants(
+        self, rng: random.Random, *, torn_samples: int = 2
+    ) -> Iterator[tuple[str, dict[str, bytes]]]:
+        """Every state a power loss now could leave: ``(description, {path: bytes})``.
+
+        Directory: each prefix of the pending operations of each directory (directories are
+        combined in lockstep, which covers the one-directory logs pagewal writes). Data: for
+        each reachable file with unsynced data, lost, kept, torn after each sector (a write
+        interrupted part way), and ``torn_samples`` random sector subsets.
+        """
+        directories = sorted(self.pending)
+        longest = max((len(self.pending[d]) for d in directories), default=0)
+        for kept_ops in range(longest + 1):
+            entries = dict(self.durable)
+            for directory in directories:
+                for op in self.pending[directory][:kept_ops]:
+                    _apply_dir_op(entries, op)
+            dirty = sorted(
+                (path, inode) for path, inode in entries.items()
+                if bytes(self._inodes[inode].current) != self._inodes[inode].durable)
+            choices = [self._data_choices(self._inodes[inode], rng, torn_samples)
+                       for _, inode in dirty]
+            for combination in itertools.product(*choices):
+                state = {path: self._inodes[inode].durable for path, inode in entries.items()}
+                labels = []
+                for (path, _), (label, content) in zip(dirty, combination, strict=True):
+                    state[path] = content
+                    labels.append(f"{os.path.basename(path)}:{label}")
+                description = f"dir ops kept {kept_ops}/{longest}" + (
+                    f"; data {', '.join(labels)}" if labels else "")
+                yield description, state
+
+    @staticmethod
+    def _data_choices(
+        inode: _Inode, rng: random.Random, torn_samples: int
+    ) -> list[tuple[str, bytes]]:
+        old, new = inode.durable, bytes(inode.current)
+        size = len(new)
+        base = old[:size].ljust(size, b"\0")
+        sectors = [i for i in range(0, size, SECTOR) if new[i : i + SECTOR] != base[i : i + SECTOR]]
+        choices = [("lost", old), ("kept", new)]
+
+        def torn(kept: Sequence[int]) -> bytes:
+            mixed = bytearray(base)
+            for start in kept:
+                mixed[start : start + SECTOR] = new[start : start + SECTOR]
+            return bytes(mixed)
+
+        for count in range(1, len(sectors)):
+            choices.append((f"torn after {count}/{len(sectors)} sectors", torn(sectors[:count])))
+        if len(sectors) > 2:
+            for _ in range(torn_samples):
+                subset = sorted(rng.sample(sectors, rng.randint(1, len(sectors) - 1)))
+                choices.append((f"torn sectors {len(subset)}/{len(sectors)} random",
+                                torn(subset)))
+        return choices
+
+
+def _apply_dir_op(entries: dict[str, int], op: _DirOp) -> None:
+    if op.kind == "create":
+        entries[op.name] = op.inode
+    elif op.kind == "rename":
+        entries.pop(op.name, None)
+        entries[op.target] = op.inode
+    else:
+        entries.pop(op.name, None)
+
+
+class SimulatedFileSystem:
+    """An in-memory :class:`pagewal.FileSystem` that logs operations and injects faults.
+
+    ``files`` is the initial (durable) content, ``{path: bytes}``. ``ops`` is the log of
+    mutating operations. ``before_op``, if set, is called with the op count before each
+    mutating operation is applied (the harness uses it to see what was acknowledged when).
+    """
+
+    def __init__(
+        self, files: Mapping[str, bytes] | None = None, faults: Sequence[Fault] = ()
+    ) -> None:
+        self.initial = dict(files or {})
+        self.model = DiskModel(self.initial)
+        self.ops: list[Op] = []
+        self.faults = list(faults)
+        self.calls: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self._fds: dict[int, tuple[str, int]] = {}  # fd -> (path, position)
+        self._next_fd = itertools.count(1000)
+        self._locks: set[str] = set()
+        self.before_op: Callable[[int], None] | None = None
+
+    # ---------------------------------------------------------------- harness side
+
+    def op_count(self) -> int:
+        with self._lock:
+            return len(self.ops)
+
+    def snapshot(self) -> dict[str, bytes]:
+        """The current (not necessarily durable) content of every file."""
+        with self._lock:
+            return {path: self.model.read(path) for path in self.model.current}
+
+    # ---------------------------------------------------------------- FileSystem
+
+    def open_for_write(self, path: str) -> int:
+        with self._lock:
+            self._maybe_fail("open_for_write", path)
+            self._log(Op("create", path))
+            fd = next(self._next_fd)
+            self._fds[fd] = (path, 0)
+            return fd
+
+    def open_for_sync(self, path: str) -> int:
+        with self._lock:
+            self.model.size(path)  # raises if missing
+            fd = next(self._next_fd)
+            self._fds[fd] = (path, 0)
+            return fd
+
+    def writev(self, fd: int, buffers: Sequence[Buffer]) -> int:
+        with self._lock:
+            path, position = self._fds[fd]
+            data = b"".join(bytes(b) for b in buffers)
+            fault = self._maybe_fail("writev", path)
+            if fault is not None and fault.short_write:
+                data = data[: max(1, len(data) // 2)]
+            self._log(Op("write", path, offset=position, data=data))
+            self._fds[fd] = (path, position + len(data))
+            return len(data)
+
+    def fsync(self, fd: int) -> None:
+        with self._lock:
+            path, _ = self._fds[fd]
+            try:
+                self._maybe_fail("fsync", path)
+            except OSError:
+                self._log(Op("fsync_failed", path))
+                raise
+            self._log(Op("fsync", path))
+
+    def close(self, fd: int) -> None:
+        with self._lock:
+            del self._fds[fd]
+
+    def rename(self, source: str, target: str) -> None:
+        with self._lock:
+            self._maybe_fail("rename", source)
+            self._log(Op("rename", source, target))
+
+    def unlink(self, path: str) -> None:
+        with self._lock:
+            self._log(Op("unlink", path))
+
+    def fsync_dir(self, directory: str) -> None:
+        with self._lock:
+            self._maybe_fail("fsync_dir", directory)
+            self._log(Op("fsync_dir", directory))
+
+    def listdir(self, directory: str) -> list[str]:
+        with self._lock:
+            return self.model.listdir(directory)
+
+    def read_file(self, path: str) -> bytes:
+        with self._lock:
+            return self.model.read(path)
+
+    def try_lock(self, path: str) -> int | None:
+        with self._lock:
+            if path in self._locks:
+                return None
+            self._locks.add(path)
+            fd = next(self._next_fd)
+            self._fds[fd] = (path, 0)
+            return fd
+
+    def unlock(self, handle: int) -> None:
+        with self._lock:
+            path, _ = self._fds.pop(handle)
+            self._locks.discard(path)
+
+    # ---------------------------------------------------------------- internals
+
+    def _log(self, op: Op) -> None:
+        if self.before_op is not None:
+            # Lets the harness see what the log claimed durable before this operation.
+            self.before_op(len(self.ops))
+        self.model.apply(op)  # raises (and logs nothing) where the kernel would fail
+        self.ops.append(op)
+
+    def _maybe_fail(self, name: str, path: str) -> Fault | None:
+        number = self.calls[name] = self.calls.get(name, 0) + 1
+        for fault in self.faults:
+            if fault.op == name and (number == fault.nth or (fault.repeat and number > fault.nth)):
+                if fault.short_write:
+                    return fault
+                raise OSError(fault.error, f"injected {os.strerror(fault.error)} on {name} "
+                              f"#{number}", path)
+        return None
+
+
+def crash_states(
+    initial: Mapping[str, bytes],
+    ops: Sequence[Op],
+    *,
+    points: Sequence[int] | None = None,
+    rng: random.Random,
+    torn_samples: int = 2,
+) -> Iterator[tuple[int, str, dict[str, bytes]]]:
+    """Replay ``ops`` from ``initial``; after each op count in ``points`` (default: every
+    count from 0 to ``len(ops)``) yield ``(op_count, description, state)`` for every state a
+    power loss there could leave."""
+    wanted = set(range(len(ops) + 1) if points is None else points)
+    model = DiskModel(initial)
+    for count in range(len(ops) + 1):
+        if count in wanted:
+            for description, state in model.crash_variants(rng, torn_samples=torn_samples):
+                yield count, description, state
+        if count < len(ops):
+            model.apply(ops[count])

@@ -1,0 +1,87 @@
+"""Deterministic commits and the verdict on a recovered log.
+
+Every commit the harness makes is a pure function of ``(seed, txn_id)``, and its ``txn_id``
+is stored in each record. So any recovered commit, acknowledged or not, can be regenerated and
+compared byte for byte, even after a ``kill -9`` lost the report of it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+
+import attrs
+
+from .._chain import RecoveryResult
+
+PAGE_RANGE = 48  # few pages, so later commits overwrite earlier ones and order matters
+MAX_IMAGE = 1500
+
+
+def txn_id_for(run: int, writer: int, counter: int) -> int:
+    """A txn_id unique across runs (restarts), writers and commits."""
+    return (run << 40) | (writer << 24) | counter
+
+
+def commit_pages(seed: int, txn_id: int) -> list[tuple[int, bytes]]:
+    """The pages of commit ``txn_id``: 1..4 pages with pseudo-random numbers and bytes."""
+    rng = random.Random(f"{seed}:{txn_id}")
+    return [(rng.randrange(PAGE_RANGE), rng.randbytes(rng.randint(1, MAX_IMAGE)))
+            for _ in range(rng.randint(1, 4))]
+
+
+@attrs.frozen
+class Verdict:
+    """What one recovered state showed. ``violations`` empty means the promise held."""
+
+    recovered_commits: int
+    acked_verified: int
+    lost: int
+    partial: int
+    violations: tuple[str, ...]
+
+
+def verify(result: RecoveryResult, *, seed: int, acked: Mapping[int, int]) -> Verdict:
+    """Check a recovery against the promise.
+
+    ``acked`` maps each acknowledged commit_seq to its txn_id. Every acked commit must be
+    present with exactly its bytes; every recovered commit must be exactly the commit its
+    txn_id names (no partial or foreign commit); and the recovered pages must equal a replay
+    of the recovered commits 1..S in commit_seq order.
+    """
+    violations: list[str] = []
+    commits: dict[int, tuple[int, list[tuple[int, bytes]]]] = {}
+    for record in result.iter_records():
+        txn, pages = commits.setdefault(record.commit_seq, (record.txn_id, []))
+        if record.txn_id != txn:
+            violations.append(f"commit {record.commit_seq} mixes txn {txn} and {record.txn_id}")
+        pages.append((record.page_no, record.image))
+    expected_seqs = list(range(result.base.commit_seq + 1, result.last_commit_seq + 1))
+    if sorted(commits) != expected_seqs:
+        violations.append(f"recovered commit seqs are not dense 1..{result.last_commit_seq}")
+    partial = 0
+    oracle: dict[int, bytes] = {}
+    for seq in sorted(commits):
+        txn, pages = commits[seq]
+        expected = commit_pages(seed, txn)
+        if pages != expected:
+            partial += 1
+            violations.append(f"commit {seq} (txn {txn:#x}) is not exactly the commit made: "
+                              f"{len(pages)} of {len(expected)} pages, or other bytes")
+        oracle.update(expected)
+    lost = 0
+    verified = 0
+    for seq, txn in sorted(acked.items()):
+        if seq not in commits:
+            lost += 1
+            violations.append(f"acknowledged commit {seq} (txn {txn:#x}) is missing")
+        elif commits[seq][0] != txn:
+            lost += 1
+            violations.append(f"acknowledged commit {seq} holds txn {commits[seq][0]:#x}, "
+                              f"not {txn:#x}")
+        else:
+            verified += 1
+    if not violations and result.page_images() != oracle:
+        violations.append("recovered pages differ from a replay of commits 1..S in seq order")
+    return Verdict(recovered_commits=len(commits), acked_verified=verified, lost=lost,
+                   partial=partial, violations=tuple(violations))
