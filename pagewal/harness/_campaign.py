@@ -1,7 +1,7 @@
 """``pagewal crash-test``: every part of the harness in one run, with figures.
 
-Quick (the default, about a minute): exhaustive power-loss search over small workloads, the
-fault matrix, the corruption campaign and 10 kills. ``long``: at least 10,000 crash states and
+Quick (the default, under a minute): exhaustive power-loss search over small workloads, the
+fault matrix, the corruption campaign and 20 kills. ``long``: at least 10,000 crash states and
 200 kills. The exit status is non-zero on any violation.
 """
 
@@ -46,7 +46,7 @@ class CampaignSettings:
 
     @classmethod
     def quick(cls) -> CampaignSettings:
-        return cls(seeds=3, threads=3, commits_per_thread=6, min_states=0, kills=10)
+        return cls(seeds=5, threads=3, commits_per_thread=6, min_states=0, kills=20)
 
     @classmethod
     def long(cls) -> CampaignSettings:

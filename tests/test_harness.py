@@ -1,0 +1,140 @@
+"""The crash-recovery harness: its disk model, and that it passes the log and fails its mutants."""
+
+from __future__ import annotations
+
+import errno
+import random
+from pathlib import Path
+
+import pytest
+
+from pagewal import Wal, WalConfig
+from pagewal.harness import MUTANTS, Fault, SimulatedFileSystem, crash_states, run_power_loss
+from pagewal.harness._campaign import FAULT_PLANS, CampaignSettings, run_campaign
+from pagewal.harness._corruption import run_corruption
+from pagewal.harness._kill import run_kill_campaign
+from pagewal.harness._simfs import SECTOR
+
+OLD = bytes(range(256)) * 8  # 2048 bytes, 4 sectors
+NEW = bytes(255 - (i % 256) for i in range(3000))  # longer, every sector differs
+
+
+def states_after_all(fs: SimulatedFileSystem) -> list[dict[str, bytes]]:
+    return [state for count, _, state in
+            crash_states(fs.initial, fs.ops, rng=random.Random(0)) if count == len(fs.ops)]
+
+
+def write(fs: SimulatedFileSystem, path: str, data: bytes, *, sync: bool) -> None:
+    fd = fs.open_for_write(path)
+    fs.writev(fd, [data])
+    if sync:
+        fs.fsync(fd)
+    fs.close(fd)
+
+
+def test_unsynced_data_may_be_kept_lost_or_torn_by_sector() -> None:
+    fs = SimulatedFileSystem({"/d/f": OLD})
+    write(fs, "/d/f", NEW, sync=False)
+    contents = [state["/d/f"] for state in states_after_all(fs)]
+    assert OLD in contents and NEW in contents
+    torn = [c for c in contents if c not in (OLD, NEW)]
+    assert torn, "torn variants must be produced"
+    base = OLD.ljust(len(NEW), b"\0")
+    for content in torn:
+        assert len(content) == len(NEW)
+        for start in range(0, len(NEW), SECTOR):
+            sector = content[start : start + SECTOR]
+            assert sector in (NEW[start : start + SECTOR], base[start : start + SECTOR])
+
+
+def test_fsynced_data_survives_every_crash_state() -> None:
+    fs = SimulatedFileSystem({"/d/f": OLD})
+    write(fs, "/d/f", NEW, sync=True)
+    assert {state["/d/f"] for state in states_after_all(fs)} == {NEW}
+
+
+def test_a_rename_without_a_directory_fsync_may_be_undone() -> None:
+    fs = SimulatedFileSystem()
+    write(fs, "/d/f.tmp", b"data", sync=True)
+    fs.rename("/d/f.tmp", "/d/f")
+    names = [sorted(state) for state in states_after_all(fs)]
+    assert [] in names and ["/d/f.tmp"] in names and ["/d/f"] in names
+    fs.fsync_dir("/d")
+    assert [sorted(state) for state in states_after_all(fs)] == [["/d/f"]]
+
+
+def test_an_fsync_after_a_failed_fsync_makes_nothing_durable() -> None:
+    fs = SimulatedFileSystem({"/d/f": OLD}, faults=[Fault("fsync", 1)])
+    fd = fs.open_for_write("/d/f")
+    fs.writev(fd, [NEW])
+    with pytest.raises(OSError) as info:
+        fs.fsync(fd)
+    assert info.value.errno == errno.EIO
+    fs.fsync(fd)  # "succeeds", as Linux reports after dropping the dirty pages
+    assert OLD in [state["/d/f"] for state in states_after_all(fs)]
+
+
+def test_faults_fail_the_nth_call_and_short_writes_write_less() -> None:
+    fs = SimulatedFileSystem(faults=[Fault("writev", 2, errno.ENOSPC),
+                                     Fault("writev", 3, short_write=True)])
+    fd = fs.open_for_write("/d/f")
+    assert fs.writev(fd, [b"a" * 10]) == 10
+    with pytest.raises(OSError) as info:
+        fs.writev(fd, [b"b" * 10])
+    assert info.value.errno == errno.ENOSPC
+    assert fs.writev(fd, [b"c" * 10]) == 5
+    assert fs.read_file("/d/f") == b"a" * 10 + b"c" * 5
+
+
+def test_the_log_survives_every_simulated_power_loss() -> None:
+    for seed in (11, 12):
+        report = run_power_loss(seed=seed)
+        assert report.ok, report.lines()
+        assert report.states > 50 and report.acked_commits == 18
+        assert report.acked_verified > report.acked_commits
+        assert report.reopened > 0
+
+
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_the_harness_reports_violations_for_each_broken_log(name: str) -> None:
+    faults = (Fault("fsync", 5),) if name == "high-water-mark-durability" else ()
+    report = run_power_loss(seed=21, wal_class=MUTANTS[name], faults=faults)
+    assert not report.ok
+    assert report.lost + report.recovery_failures > 0
+    assert all("seed 21, crash after op" in v for v in report.violations)
+
+
+@pytest.mark.parametrize(("label", "faults", "must_break"), FAULT_PLANS,
+                         ids=[label for label, _, _ in FAULT_PLANS])
+def test_injected_faults_fail_closed_and_keep_every_acknowledged_commit(
+    label: str, faults: tuple[Fault, ...], must_break: bool
+) -> None:
+    report = run_power_loss(seed=31, faults=faults)
+    assert report.ok, report.lines()
+    assert report.broken_log == must_break
+
+
+def test_corruption_is_always_detected_and_skip_corrupt_keeps_the_exact_prefix() -> None:
+    report = run_corruption(seed=41, body_bits=10, random_cuts=3)
+    assert report.ok, report.lines()
+    assert report.tried > 6 * 64 * 8  # every header bit of every segment, at least
+    assert report.detected == report.prefix_exact == report.tried
+
+
+def test_kill_minus_nine_loses_no_acknowledged_commit(tmp_path: Path) -> None:
+    report = run_kill_campaign(str(tmp_path), seed=51, kills=3, threads=4, max_delay=0.2)
+    assert report.ok, report.lines()
+    assert report.acked_commits > 0
+    assert report.recovered_commits >= report.acked_commits
+    with Wal.open(tmp_path / "crash.db", WalConfig(lanes=2)) as wal:  # the chain continues
+        assert wal.recovery.last_commit_seq == report.recovered_commits
+
+
+def test_the_campaign_prints_figures_and_counts_no_violation(tmp_path: Path) -> None:
+    lines: list[str] = []
+    settings = CampaignSettings(seeds=1, threads=2, commits_per_thread=3, min_states=0, kills=1)
+    assert run_campaign(settings, seed=61, directory=str(tmp_path), say=lines.append) == 0
+    text = "\n".join(lines)
+    for figure in ("crash states tried", "lost = 0", "partial = 0", "corruptions detected",
+                   "kills", "violations: 0"):
+        assert figure in text
