@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pagewal
 
 
@@ -9,8 +11,16 @@ def test_every_public_name_is_exported_exactly_once() -> None:
     assert len(pagewal.__all__) == len(set(pagewal.__all__))
     for name in pagewal.__all__:
         assert hasattr(pagewal, name), name
-    public = {n for n in vars(pagewal) if not n.startswith("_")}
-    assert public - {"annotations"} == set(pagewal.__all__)
+    public = {n for n, v in vars(pagewal).items()
+              if not n.startswith("_") and not isinstance(v, types.ModuleType)}
+    assert public == set(pagewal.__all__)
+
+
+def test_the_harness_exports_its_public_names_once() -> None:
+    from pagewal import harness
+
+    assert len(harness.__all__) == len(set(harness.__all__))
+    assert all(hasattr(harness, name) for name in harness.__all__)
 
 
 def test_public_classes_and_functions_have_docstrings() -> None:
