@@ -84,8 +84,8 @@ def run_campaign(
         say(f"fault: {label}: {report.states} crash states, acked {report.acked_commits}, "
             f"lost = {report.lost}, partial = {report.partial}, log broken: "
             f"{report.broken_log}; violations = {fault_violations}")
-        for line in report.lines()[2:]:
-            say(line)
+        for violation in report.violations:
+            say(f"  VIOLATION {violation}")
     say(f"faults total: {must_break_ok} / {len(FAULT_PLANS)} plans failed closed as required")
 
     corruption = run_corruption(seed=seed)

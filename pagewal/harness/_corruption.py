@@ -17,33 +17,24 @@ from .._errors import CorruptSegmentError
 from .._recovery import recover
 from .._wal import Wal
 from ._simfs import SimulatedFileSystem
-from ._workload import commit_pages, txn_id_for, verify
+from ._workload import Report, commit_pages, txn_id_for, verify
 
 DB_PATH = "/corruption/db"
 _DIRECTORY, _DB_NAME = os.path.split(DB_PATH)
-_MAX_REPORTED = 20
 
 
-@attrs.frozen
-class CorruptionReport:
-    seed: int
+@attrs.frozen(kw_only=True)
+class CorruptionReport(Report):
     segments: int
     tried: int
     detected: int
     prefix_exact: int
-    violation_count: int
-    violations: tuple[str, ...]
 
-    @property
-    def ok(self) -> bool:
-        return self.violation_count == 0
-
-    def lines(self) -> list[str]:
+    def summary(self) -> list[str]:
         return [
             f"corruption: seed {self.seed}, {self.segments} segments, corruptions detected "
             f"{self.detected} / tried {self.tried}, skip_corrupt returned the exact valid "
             f"prefix {self.prefix_exact} / {self.tried}",
-            *(f"  VIOLATION {v}" for v in self.violations),
         ]
 
 
@@ -141,4 +132,4 @@ def run_corruption(*, seed: int, body_bits: int = 40, random_cuts: int = 8) -> C
                               f"{epochs[:prefix]}; {list(verdict.violations)[:2]}")
     return CorruptionReport(seed=seed, segments=len(log), tried=tried, detected=detected,
                             prefix_exact=exact, violation_count=len(violations),
-                            violations=tuple(violations[:_MAX_REPORTED]))
+                            violations=Report.kept(violations))

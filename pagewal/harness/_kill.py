@@ -27,9 +27,8 @@ from .._config import WalConfig
 from .._errors import CorruptSegmentError
 from .._recovery import recover
 from .._wal import Wal
-from ._workload import commit_pages, txn_id_for, verify
+from ._workload import Report, commit_pages, txn_id_for, verify
 
-_MAX_REPORTED = 20
 _READY = "READY"
 
 
@@ -77,28 +76,20 @@ def _child(argv: list[str]) -> None:
                              report=report)
 
 
-@attrs.frozen
-class KillReport:
-    seed: int
+@attrs.frozen(kw_only=True)
+class KillReport(Report):
     kills: int
     acked_commits: int
     acked_verified: int
     recovered_commits: int
     lost: int
     partial: int
-    violation_count: int
-    violations: tuple[str, ...]
 
-    @property
-    def ok(self) -> bool:
-        return self.violation_count == 0
-
-    def lines(self) -> list[str]:
+    def summary(self) -> list[str]:
         return [
             f"kill -9: seed {self.seed}, {self.kills} kills, acked commits "
             f"{self.acked_commits} (verified {self.acked_verified} times), recovered "
             f"{self.recovered_commits} commits; lost = {self.lost}, partial = {self.partial}",
-            *(f"  VIOLATION {v}" for v in self.violations),
         ]
 
 
@@ -143,7 +134,7 @@ def run_kill_campaign(
     return KillReport(seed=seed, kills=kills, acked_commits=len(acked),
                       acked_verified=figures["verified"], recovered_commits=figures["recovered"],
                       lost=figures["lost"], partial=figures["partial"],
-                      violation_count=len(violations), violations=tuple(violations[:_MAX_REPORTED]))
+                      violation_count=len(violations), violations=Report.kept(violations))
 
 
 def _run_child_until_killed(

@@ -22,10 +22,9 @@ from .._recovery import recover
 from .._stats import Ticket
 from .._wal import Wal
 from ._simfs import Fault, SimulatedFileSystem, crash_states
-from ._workload import commit_pages, txn_id_for, verify
+from ._workload import Report, commit_pages, txn_id_for, verify
 
 DB_PATH = "/simulated/db"
-_MAX_REPORTED = 20
 _WAIT_SECONDS = 0.5
 
 
@@ -60,11 +59,10 @@ class _AckTracker:
         return {seq: txn for at, seq, txn in self._acked if at <= op_count}
 
 
-@attrs.frozen
-class PowerLossReport:
+@attrs.frozen(kw_only=True)
+class PowerLossReport(Report):
     """Figures of one search. ``violations`` holds the first few, ``violation_count`` all."""
 
-    seed: int
     operations: int
     crash_points: int
     states: int
@@ -75,14 +73,8 @@ class PowerLossReport:
     recovery_failures: int
     reopened: int
     broken_log: bool
-    violation_count: int
-    violations: tuple[str, ...]
 
-    @property
-    def ok(self) -> bool:
-        return self.violation_count == 0
-
-    def lines(self) -> list[str]:
+    def summary(self) -> list[str]:
         return [
             f"power loss: seed {self.seed}, {self.operations} file operations, "
             f"{self.crash_points} crash points, {self.states} crash states tried",
@@ -90,7 +82,6 @@ class PowerLossReport:
             f"states; lost = {self.lost}, partial = {self.partial}, recovery failures = "
             f"{self.recovery_failures}, reopened and continued {self.reopened}"
             + (", log broke on an injected fault" if self.broken_log else ""),
-            *(f"  VIOLATION {v}" for v in self.violations),
         ]
 
 
@@ -186,7 +177,7 @@ def run_power_loss(
         acked_commits=acks.count, acked_verified=figures["verified"], lost=figures["lost"],
         partial=figures["partial"], recovery_failures=figures["failures"],
         reopened=figures["reopened"], broken_log=broken, violation_count=len(violations),
-        violations=tuple(violations[:_MAX_REPORTED]),
+        violations=Report.kept(violations),
     )
 
 

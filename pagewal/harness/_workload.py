@@ -14,6 +14,7 @@ import attrs
 
 from .._chain import RecoveryResult
 
+_MAX_REPORTED = 20
 PAGE_RANGE = 48  # few pages, so later commits overwrite earlier ones and order matters
 MAX_IMAGE = 1500
 
@@ -28,6 +29,31 @@ def commit_pages(seed: int, txn_id: int) -> list[tuple[int, bytes]]:
     rng = random.Random(f"{seed}:{txn_id}")
     return [(rng.randrange(PAGE_RANGE), rng.randbytes(rng.randint(1, MAX_IMAGE)))
             for _ in range(rng.randint(1, 4))]
+
+
+@attrs.frozen(kw_only=True)
+class Report:
+    """What every campaign reports: its seed and the violations it found (the first few are
+    kept in full; ``violation_count`` counts all)."""
+
+    seed: int
+    violation_count: int
+    violations: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.violation_count == 0
+
+    def summary(self) -> list[str]:
+        """The figures, one line each."""
+        raise NotImplementedError
+
+    def lines(self) -> list[str]:
+        return [*self.summary(), *(f"  VIOLATION {v}" for v in self.violations)]
+
+    @staticmethod
+    def kept(violations: list[str]) -> tuple[str, ...]:
+        return tuple(violations[:_MAX_REPORTED])
 
 
 @attrs.frozen
