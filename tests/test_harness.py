@@ -126,7 +126,7 @@ def test_kill_minus_nine_loses_no_acknowledged_commit(tmp_path: Path) -> None:
     assert report.ok, report.lines()
     assert report.acked_commits > 0
     assert report.recovered_commits >= report.acked_commits
-    with Wal.open(tmp_path / "crash.db", WalConfig(lanes=2)) as wal:  # the chain continues
+    with Wal.open(tmp_path / "crash-0.db", WalConfig(lanes=2)) as wal:  # the chain continues
         assert wal.recovery.last_commit_seq == report.recovered_commits
 
 
