@@ -22,11 +22,12 @@ PAGE = os.urandom(4096)
 def test_stage_one_commit_into_a_lane(benchmark: Any, pages: int) -> None:
     commit = make_commit([(n, PAGE) for n in range(pages)])
     lane = Lane(0, 64 << 20)
+    lane.prepare()
 
     def stage() -> None:
         if not lane.fits(commit):
             lane.swap()
-        lane.append(commit, 1, shadow=False)
+        lane.append(commit, 1, shadow_copy=None)
 
     benchmark(stage)
 

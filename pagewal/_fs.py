@@ -109,6 +109,9 @@ class OsFileSystem:
         except BlockingIOError:
             os.close(fd)
             return None
+        except BaseException:
+            os.close(fd)
+            raise
         return fd
 
     def unlock(self, handle: int) -> None:

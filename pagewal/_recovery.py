@@ -8,6 +8,7 @@ offset and reason, unless ``skip_corrupt`` asks for the longest valid prefix of 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 
@@ -35,6 +36,7 @@ from ._errors import CorruptSegmentError, LogLockedError
 from ._fs import FileSystem, OsFileSystem, publish_atomically
 
 QUARANTINE_SUFFIX = ".corrupt"
+_READ_ONLY_ATTEMPTS = 3
 
 
 @attrs.frozen
@@ -89,7 +91,14 @@ def recover(
         if delete_after:
             raise LogLockedError(f"{files.path(files.db_name)}: the log is open elsewhere; "
                                  "close it before recovering with delete_after=True")
-        return _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=False)
+        for _ in range(_READ_ONLY_ATTEMPTS - 1):
+            with contextlib.suppress(FileNotFoundError):  # a segment vanished: list again
+                return _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=False)
+        try:
+            return _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=False)
+        except FileNotFoundError as error:
+            raise LogLockedError(f"{files.path(files.db_name)}: the log kept changing while it "
+                                 f"was read ({error}); retry when it is closed") from error
     try:
         result = _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=True)
         if delete_after:

@@ -34,6 +34,7 @@ import attrs
 
 from ._chain import RecoveryResult, first_difference
 from ._codec import (
+    HEADER_SIZE,
     SEGMENT_FLAG_SERIALIZED,
     ChainPosition,
     Commit,
@@ -48,7 +49,7 @@ from ._codec import (
 from ._config import FsyncMode, Mode, WalConfig
 from ._errors import BrokenLogError, ClosedError, CorruptSegmentError, LogLockedError
 from ._fs import FileSystem, OsFileSystem, PublishTimes, publish_atomically, sync_files
-from ._lanes import Lane
+from ._lanes import Lane, detached
 from ._recovery import LogFiles, _read_chain, quarantine
 from ._stats import FallbackReason, Ticket, WalStats
 
@@ -100,7 +101,7 @@ class Wal:
         lock: int,
     ) -> None:
         self._files = files
-        self._lock = lock
+        self._lock: int | None = lock
         self._config = config
         self._fs = fs
         self._clock = clock
@@ -121,6 +122,7 @@ class Wal:
         self._serial_chunks: list[memoryview] = []
         self._serial_bytes = 0
         self._serial_records = 0
+        self._serial_commits = 0
         self._shadow_epoch = self._shadow_sampled(self._open_epoch)
         self._closing = False
         self._fallbacks = dict.fromkeys((r.value for r in FallbackReason), 0)
@@ -128,11 +130,11 @@ class Wal:
         # Guarded by _ticker_cv.
         self._ticker_cv = threading.Condition(threading.Lock())
         self._open_waiters = 0
-        self._first_wait_at = 0.0
         self._epoch_opened_at = clock()
         self._seal_requested = False
         self._stop = False
         self._last_submit_at = 0.0  # written racily by submitters; a heuristic only
+        self._first_submit_at = 0.0
 
         # Guarded by _durable_cv.
         self._durable_cv = threading.Condition(threading.Lock())
@@ -155,6 +157,7 @@ class Wal:
         self._last_shadow_divergence: str | None = None
 
         self._close_lock = threading.Lock()
+        self._close_started = False
         self._closed = False
         self._ticker = threading.Thread(target=self._run_ticker, name="pagewal-ticker",
                                         daemon=True)
@@ -191,6 +194,16 @@ class Wal:
         try:
             recovery = _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=True)
             quarantine(files, fs, recovery.skipped)
+            if config.fsync is not FsyncMode.OFF and recovery.segments:
+                # Invariant 1 across restarts: segments a crashed fsync=normal run left only in
+                # the page cache are fsynced before new segments are chained onto them.
+                try:
+                    sync_files(fs, files.directory,
+                               [os.path.basename(s.path) for s in recovery.segments])
+                except OSError as error:
+                    raise BrokenLogError(
+                        f"{files.path(files.db_name)}: could not fsync the recovered segments "
+                        f"({error}); nothing was opened") from error
             return cls(files, config, recovery, fs, clock, lock)
         except BaseException:
             fs.unlock(lock)
@@ -239,7 +252,7 @@ class Wal:
                 ticket = self._stage_parallel(lane, commit)
                 if ticket is not None:
                     return ticket
-                reason = FallbackReason.LANE_OVERFLOW
+                reason = self._forced_reason or FallbackReason.LANE_OVERFLOW
         return self._stage_serialized(lane, commit, reason)
 
     def commit(
@@ -271,37 +284,33 @@ class Wal:
         if self._durable.epoch >= ticket.epoch:
             return
         self._note_waiter(ticket.epoch)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._durable_cv:
-            while self._durable.epoch < ticket.epoch:
-                if self._broken is not None:
-                    self._raise_broken()
-                if deadline is None:
-                    self._durable_cv.wait()
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            f"commit {ticket.commit_seq} (epoch {ticket.epoch}) is not durable "
-                            f"after {timeout} s")
-                    self._durable_cv.wait(remaining)
+        self._wait_until(lambda: self._durable.epoch >= ticket.epoch, timeout,
+                         f"commit {ticket.commit_seq} (epoch {ticket.epoch})")
 
     def flush(self, timeout: float | None = None) -> None:
         """Seal now and wait until every commit staged before this call is durable."""
         with self._seq_lock:
             target = self._next_seq - 1
-        with self._ticker_cv:
-            self._seal_requested = True
-            self._ticker_cv.notify()
+        self._request_seal()
+        self._wait_until(lambda: self._durable.commit_seq >= target, timeout,
+                         f"commits up to {target}")
+
+    def _wait_until(self, durable: Callable[[], bool], timeout: float | None, what: str) -> None:
+        """Wait until ``durable()`` holds; a durable commit stays durable if the log breaks."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._durable_cv:
-            while self._durable.commit_seq < target:
+            while not durable():
                 if self._broken is not None:
                     self._raise_broken()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"commits up to {target} are not durable after {timeout} s")
+                    raise TimeoutError(f"{what} not durable after {timeout} s")
                 self._durable_cv.wait(remaining)
+
+    def _request_seal(self) -> None:
+        with self._ticker_cv:
+            self._seal_requested = True
+            self._ticker_cv.notify()
 
     def close(self) -> None:
         """Make everything staged durable, stop the ticker and release the log. Idempotent.
@@ -310,20 +319,26 @@ class Wal:
         acknowledged may be lost. After close, :meth:`submit` raises :class:`ClosedError`.
         """
         with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        with self._all_lanes_locked():
-            self._closing = True
-        with self._ticker_cv:
-            self._stop = True
-            self._ticker_cv.notify()
-        with self._space_cv:
-            self._space_cv.notify_all()
+            first = not self._close_started
+            self._close_started = True
+        if first:
+            with self._all_lanes_locked():
+                self._closing = True
+            with self._ticker_cv:
+                self._stop = True
+                self._ticker_cv.notify()
+            with self._space_cv:
+                self._space_cv.notify_all()
+        # Every caller waits for the final seal; a close interrupted here is finished by the next.
         self._ticker.join()
-        self._fs.unlock(self._lock)
-        _OPEN_LOGS.discard(self)
-        if self._broken is not None:
+        with self._close_lock:
+            releasing = self._lock is not None
+            if self._lock is not None:
+                self._fs.unlock(self._lock)
+                self._lock = None
+                self._closed = True
+                _OPEN_LOGS.discard(self)
+        if releasing and self._broken is not None:
             self._raise_broken()
 
     # ------------------------------------------------------------------ statistics
@@ -380,49 +395,70 @@ class Wal:
         with lane.lock:
             if self._closing:
                 raise ClosedError("the log is closed")
-            if not lane.fits(commit):
+            if not lane.fits(commit) or self._forced_reason is not None:
                 return None
+            lane.prepare()  # allocate before a seq exists
+            copy = detached(commit) if self._shadow_epoch else None
             # Invariant 2: seq, epoch and append are atomic with respect to sealing, which
             # needs this lane's lock to move the epoch on.
             seq = self._take_seq()
             epoch = self._open_epoch
             first = seq == self._epoch_first_seq
-            lane.append(commit, seq, shadow=self._shadow_epoch)
+            with self._failure_breaks_the_log(seq):
+                lane.append(commit, seq, shadow_copy=copy)
         self._after_stage(first)
         return Ticket(seq, epoch)
 
     def _stage_serialized(self, lane: Lane, commit: Commit, reason: FallbackReason) -> Ticket:
+        # Allocate before a seq exists: nothing may fail between taking a seq and staging it.
+        chunk = memoryview(bytearray(commit.encoded_size))
+        copy = detached(commit) if self._shadow_sampled(self._open_epoch) else None
+        waited = False
         while True:
             with self._all_lanes_locked():
                 if self._closing:
                     raise ClosedError("the log is closed")
                 full = self._serial_bytes + commit.encoded_size > self._serial_capacity
-                # A commit larger than the whole bound is admitted alone, into an empty epoch.
+                # A commit larger than the whole bound is admitted alone (no other serialized
+                # commit in this epoch), so it cannot wait forever.
                 if not full or self._serial_bytes == 0:
+                    self._fallbacks[reason.value] += 1
                     seq = self._take_seq()
                     epoch = self._open_epoch
+                    with self._failure_breaks_the_log(seq):
+                        encode_commit_into(chunk, 0, commit, commit_seq=seq,
+                                           lane_id=lane.lane_id)
+                        self._serial_chunks.append(chunk)
+                        self._serial_bytes += commit.encoded_size
+                        self._serial_records += len(commit.pages)
+                        self._serial_commits += 1
+                        if self._shadow_epoch:
+                            lane.capture_shadow(seq, copy or detached(commit))
                     first = seq == self._epoch_first_seq
-                    chunk = memoryview(bytearray(commit.encoded_size))
-                    encode_commit_into(chunk, 0, commit, commit_seq=seq, lane_id=lane.lane_id)
-                    self._serial_chunks.append(chunk)
-                    self._serial_bytes += commit.encoded_size
-                    self._serial_records += len(commit.pages)
-                    self._fallbacks[reason.value] += 1
-                    if self._shadow_epoch:
-                        lane.capture_shadow(seq, commit)
                     break
                 waiting_for = self._open_epoch
+                if not waited:  # counted once per commit that had to wait
+                    self._fallbacks[FallbackReason.BACKPRESSURE.value] += 1
+            waited = True
             self._wait_for_space(waiting_for)
         self._after_stage(first)
         return Ticket(seq, epoch)
 
+    @contextlib.contextmanager
+    def _failure_breaks_the_log(self, commit_seq: int) -> Iterator[None]:
+        """A seq, once assigned, is never abandoned (DESIGN §1): if staging it fails anyway
+        (an interrupt, a bug), the log breaks rather than publish an epoch with a gap."""
+        try:
+            yield
+        except BaseException as error:
+            self._break(f"staging commit {commit_seq} failed after its commit_seq was assigned "
+                        f"({error!r}); reopen the log", error)
+            raise
+
     def _wait_for_space(self, epoch: int) -> None:
         """Invariant 8: staging memory is full; wait for the seal of ``epoch`` to free it."""
-        with self._ticker_cv:
-            self._seal_requested = True
-            self._ticker_cv.notify()
+        self._request_seal()
         with self._space_cv:
-            self._fallbacks[FallbackReason.BACKPRESSURE.value] += 1
             while self._open_epoch == epoch and not self._closing and self._broken is None:
                 self._space_cv.wait()
         self._raise_if_unusable()
@@ -431,14 +467,13 @@ class Wal:
         self._last_submit_at = self._clock()
         if first_of_epoch:
             with self._ticker_cv:
+                self._first_submit_at = self._last_submit_at
                 self._ticker_cv.notify()
 
     def _note_waiter(self, epoch: int) -> None:
         with self._ticker_cv:
             if epoch == self._open_epoch:
                 self._open_waiters += 1
-                if self._open_waiters == 1:
-                    self._first_wait_at = self._clock()
                 self._ticker_cv.notify()
 
     @contextlib.contextmanager
@@ -470,7 +505,7 @@ class Wal:
 
     def _run_ticker(self) -> None:
         try:
-            while True:
+            while self._broken is None:
                 final = self._wait_until_seal_due()
                 sealed = self._seal()
                 if sealed is not None and not self._publish(sealed):
@@ -517,7 +552,9 @@ class Wal:
                     return False
                 due = self._epoch_opened_at + interval
                 if self._open_waiters:
-                    due = min(due, self._first_wait_at + max_delay, self._last_submit_at + quiet)
+                    # DESIGN §5: max_flush_delay bounds submit-to-seal when someone waits.
+                    due = min(due, self._first_submit_at + max_delay,
+                              self._last_submit_at + quiet)
                 remaining = due - self._clock()
                 if remaining <= 0:
                     return False
@@ -527,43 +564,52 @@ class Wal:
         """Close the open epoch: swap every lane's buffer and open the next epoch."""
         started = time.perf_counter()
         with self._all_lanes_locked():
-            hi = self._next_seq - 1
-            if hi < self._epoch_first_seq:
+            lo, hi = self._epoch_first_seq, self._next_seq - 1
+            if hi < lo:
                 return None
             snapshots = [lane.swap() for lane in self._lanes]
-            body = [s.body for s in snapshots if s.records] + self._serial_chunks
-            shadow = None
-            if self._shadow_epoch:
-                shadow = [item for s in snapshots for item in s.shadow]
-            sealed = _SealedEpoch(
-                epoch=self._open_epoch, prev_epoch=self._published.epoch,
-                commit_seq_lo=self._epoch_first_seq, commit_seq_hi=hi, body=body,
-                record_count=sum(s.records for s in snapshots) + self._serial_records,
-                serialized=bool(self._serial_chunks), shadow=shadow,
-                seal_seconds=0.0)
+            serial_chunks, serial_records = self._serial_chunks, self._serial_records
+            commits = sum(s.commits for s in snapshots) + self._serial_commits
+            epoch = self._open_epoch
+            shadow = ([item for s in snapshots for item in s.shadow] if self._shadow_epoch
+                      else None)
             self._serial_chunks = []
-            self._serial_bytes = 0
-            self._serial_records = 0
+            self._serial_bytes = self._serial_records = self._serial_commits = 0
             self._epoch_first_seq = hi + 1
-            self._shadow_epoch = self._shadow_sampled(sealed.epoch + 1)
+            # The epoch after a sampled one is compared too: if this one diverges, commits
+            # already staged in the next one on the parallel path must not go unchecked.
+            self._shadow_epoch = self._shadow_sampled(epoch + 1) or self._shadow_sampled(epoch)
             with self._ticker_cv:
-                self._open_epoch = sealed.epoch + 1
+                self._open_epoch = epoch + 1
                 self._open_waiters = 0
                 self._epoch_opened_at = self._clock()
         with self._space_cv:
             self._space_cv.notify_all()
-        return attrs.evolve(sealed, seal_seconds=time.perf_counter() - started)
+        if commits != hi - lo + 1:  # pragma: no cover - a staging bug; never publish a gap
+            self._break(f"epoch {epoch} staged {commits} commits for seqs {lo}..{hi}",
+                        AssertionError("dense commit_seq"))
+            return None
+        return _SealedEpoch(
+            epoch=epoch, prev_epoch=self._published.epoch, commit_seq_lo=lo, commit_seq_hi=hi,
+            body=[s.body for s in snapshots if s.records] + serial_chunks,
+            record_count=sum(s.records for s in snapshots) + serial_records,
+            serialized=bool(serial_chunks), shadow=shadow,
+            seal_seconds=time.perf_counter() - started)
 
     def _publish(self, sealed: _SealedEpoch) -> bool:
         """Write, fsync and rename segment ``sealed.epoch``; mark it durable. False if broken."""
-        body = sealed.body
-        serialized = sealed.serialized
-        header = self._header(sealed, body, serialized)
+        if self._broken is not None:
+            return False
+        body, record_count, serialized = sealed.body, sealed.record_count, sealed.serialized
         if sealed.shadow is not None:
-            replacement = self._shadow_compare(sealed, header)
+            replacement = self._shadow_compare(sealed)
             if replacement is not None:
-                body, serialized = [replacement], True
-                header = self._header(sealed, body, serialized)
+                body, record_count, serialized = [replacement[0]], replacement[1], True
+        header = SegmentHeader(
+            epoch=sealed.epoch, record_count=record_count, lane_count=len(self._lanes),
+            commit_seq_lo=sealed.commit_seq_lo, commit_seq_hi=sealed.commit_seq_hi,
+            prev_epoch=sealed.prev_epoch, body_length=sum(b.nbytes for b in body),
+            flags=SEGMENT_FLAG_SERIALIZED if serialized else 0)
         name = segment_name(self._files.db_name, sealed.epoch)
         try:
             times = self._write_segment(sealed, name, [header.encode(), *body])
@@ -578,8 +624,8 @@ class Wal:
             return False
         counters = self._counters
         counters["epochs_sealed"] += 1
-        counters["records_written"] += sealed.record_count
-        counters["bytes_written"] += 64 + header.body_length
+        counters["records_written"] += record_count
+        counters["bytes_written"] += HEADER_SIZE + header.body_length
         counters["fsync_count"] += times.fsync_count
         counters["fsync_seconds_total"] += times.fsync_seconds
         counters["fsync_seconds_max"] = max(counters["fsync_seconds_max"], times.fsync_seconds)
@@ -598,28 +644,31 @@ class Wal:
         return publish_atomically(self._fs, self._files.directory, name, buffers,
                                   sync=self._config.fsync is FsyncMode.FULL)
 
-    def _header(
-        self, sealed: _SealedEpoch, body: list[memoryview], serialized: bool
-    ) -> SegmentHeader:
-        return SegmentHeader(
-            epoch=sealed.epoch, record_count=sealed.record_count, lane_count=len(self._lanes),
-            commit_seq_lo=sealed.commit_seq_lo, commit_seq_hi=sealed.commit_seq_hi,
-            prev_epoch=sealed.prev_epoch, body_length=sum(b.nbytes for b in body),
-            flags=SEGMENT_FLAG_SERIALIZED if serialized else 0)
+    def _shadow_compare(self, sealed: _SealedEpoch) -> tuple[memoryview, int] | None:
+        """Encode the epoch again on the serialized path and compare the two semantically.
 
-    def _shadow_compare(self, sealed: _SealedEpoch, header: SegmentHeader) -> memoryview | None:
-        """Re-encode the epoch on the serialized path and compare; return it if they differ."""
+        Returns the serialized body and its record count when they differ (or the parallel
+        one does not even decode): that is what gets published instead.
+        """
         assert sealed.shadow is not None
-        expected_body = encode_commits(sorted(sealed.shadow, key=lambda item: item[0]))
+        commits = sorted(sealed.shadow, key=lambda item: item[0])
+        expected_body = encode_commits(commits)
+        header = SegmentHeader(
+            epoch=sealed.epoch, record_count=sum(len(c.pages) for _, _, c in commits),
+            lane_count=len(self._lanes), commit_seq_lo=sealed.commit_seq_lo,
+            commit_seq_hi=sealed.commit_seq_hi, prev_epoch=sealed.prev_epoch,
+            body_length=len(expected_body))
         path = self._files.path(segment_name(self._files.db_name, sealed.epoch))
-        expected = decode_segment(
-            attrs.evolve(header, body_length=len(expected_body)).encode() + expected_body, path)
+        expected = decode_segment(header.encode() + expected_body, path)
         self._counters["shadow_compares"] += 1
         try:
-            candidate = decode_segment(b"".join([header.encode(), *sealed.body]), path)
+            candidate_header = attrs.evolve(header, record_count=sealed.record_count,
+                                            body_length=sum(b.nbytes for b in sealed.body))
+            candidate = decode_segment(b"".join([candidate_header.encode(), *sealed.body]),
+                                       path)
             difference = first_difference(expected, candidate)
-        except CorruptSegmentError as error:
-            difference = f"parallel encoding does not decode: {error.reason}"
+        except (CorruptSegmentError, ValueError) as error:
+            difference = f"parallel encoding does not decode: {error}"
         if difference is None:
             return None
         self._counters["shadow_divergences"] += 1
@@ -627,9 +676,7 @@ class Wal:
         # DESIGN §5: the divergent bytes never become durable; the serialized encoding does,
         # and every later commit takes the serialized path.
         self._forced_reason = FallbackReason.SHADOW_DIVERGENCE
-        with self._all_lanes_locked():
-            self._fallbacks[FallbackReason.SHADOW_DIVERGENCE.value] += 1
-        return memoryview(expected_body)
+        return memoryview(expected_body), header.record_count
 
     def _sync_unsynced(self) -> None:
         sync_files(self._fs, self._files.directory, self._unsynced)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pagewal import Wal, WalConfig
+from pagewal import Wal, WalConfig, recover
 from pagewal.harness import MUTANTS, Fault, SimulatedFileSystem, crash_states, run_power_loss
 from pagewal.harness._campaign import FAULT_PLANS, CampaignSettings, run_campaign
 from pagewal.harness._corruption import run_corruption
@@ -138,3 +138,24 @@ def test_the_campaign_prints_figures_and_counts_no_violation(tmp_path: Path) -> 
     for figure in ("crash states tried", "lost = 0", "partial = 0", "corruptions detected",
                    "kills", "violations: 0"):
         assert figure in text
+
+
+def test_segments_a_crashed_fsync_normal_run_left_unsynced_are_fsynced_on_reopen() -> None:
+    # Run 1 (fsync=normal) is killed: its segments exist only in the page cache. Run 2
+    # (fsync=full) chains onto them; its acknowledged commits must survive any power loss.
+    db = "/reopen/db"
+    first = SimulatedFileSystem()
+    wal = Wal.open(db, WalConfig(lanes=2, epoch_interval_ms=60_000, fsync="normal"), fs=first)
+    for page in range(3):
+        wal.commit({page: b"run one"})
+    second = first.process_crash()
+    wal.close()  # the first process is gone; what it does now reaches only `first`
+    with Wal.open(db, WalConfig(lanes=2, epoch_interval_ms=1), fs=second) as reopened:
+        acked = reopened.commit({9: b"run two"})
+    final_states = [s for count, _, s in crash_states(second.initial, second.ops,
+                                                      rng=random.Random(0))
+                    if count == len(second.ops)]
+    for state in final_states:
+        result = recover(db, fs=SimulatedFileSystem(state))
+        assert result.last_commit_seq == acked.commit_seq
+        assert result.page_images()[9] == b"run two"

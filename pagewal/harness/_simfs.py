@@ -18,6 +18,7 @@ states a power loss there could leave.
 
 from __future__ import annotations
 
+import copy
 import errno
 import itertools
 import os
@@ -80,12 +81,12 @@ class DiskModel:
     def __init__(self, files: Mapping[str, bytes] | None = None) -> None:
         files = files or {}
         self._inodes: dict[int, _Inode] = {}
-        self._next_inode = itertools.count(1)
+        self._last_inode = 0
         self.current: dict[str, int] = {}
         self.durable: dict[str, int] = {}
         self.pending: dict[str, list[_DirOp]] = {}
         for path, content in files.items():
-            inode = next(self._next_inode)
+            inode = self._new_inode()
             self._inodes[inode] = _Inode(durable=bytes(content), current=bytearray(content))
             self.current[path] = self.durable[path] = inode
 
@@ -112,7 +113,7 @@ class DiskModel:
         """Create or truncate ``path`` (O_CREAT | O_TRUNC)."""
         inode = self.current.get(path)
         if inode is None:
-            inode = next(self._next_inode)
+            inode = self._new_inode()
             self._inodes[inode] = _Inode()
             self.current[path] = inode
             self._pend(_DirOp("create", path, inode=inode))
@@ -156,6 +157,10 @@ class DiskModel:
 
     def listdir(self, directory: str) -> list[str]:
         return [os.path.basename(p) for p in self.current if os.path.dirname(p) == directory]
+
+    def _new_inode(self) -> int:
+        self._last_inode += 1
+        return self._last_inode
 
     def _inode(self, path: str) -> _Inode:
         inode = self.current.get(path)
@@ -239,16 +244,21 @@ def _apply_dir_op(entries: dict[str, int], op: _DirOp) -> None:
 class SimulatedFileSystem:
     """An in-memory :class:`pagewal.FileSystem` that logs operations and injects faults.
 
-    ``files`` is the initial (durable) content, ``{path: bytes}``. ``ops`` is the log of
+    ``files`` is the initial (durable) content, ``{path: bytes}``; or ``model`` carries on
+    from another file system's state (see :meth:`process_crash`). ``ops`` is the log of
     mutating operations. ``before_op``, if set, is called with the op count before each
     mutating operation is applied (the harness uses it to see what was acknowledged when).
     """
 
     def __init__(
-        self, files: Mapping[str, bytes] | None = None, faults: Sequence[Fault] = ()
+        self,
+        files: Mapping[str, bytes] | None = None,
+        faults: Sequence[Fault] = (),
+        *,
+        model: DiskModel | None = None,
     ) -> None:
-        self.initial = dict(files or {})
-        self.model = DiskModel(self.initial)
+        self.initial = copy.deepcopy(model) if model is not None else DiskModel(files)
+        self.model = copy.deepcopy(self.initial)
         self.ops: list[Op] = []
         self.faults = list(faults)
         self.calls: dict[str, int] = {}
@@ -259,6 +269,12 @@ class SimulatedFileSystem:
         self.before_op: Callable[[int], None] | None = None
 
     # ---------------------------------------------------------------- harness side
+
+    def process_crash(self) -> SimulatedFileSystem:
+        """The file system a restarted process sees after this one was killed: everything
+        written is still there (in the page cache), durable or not; locks are released."""
+        with self._lock:
+            return SimulatedFileSystem(model=self.model)
 
     def op_count(self) -> int:
         with self._lock:
@@ -368,18 +384,18 @@ class SimulatedFileSystem:
 
 
 def crash_states(
-    initial: Mapping[str, bytes],
+    initial: DiskModel,
     ops: Sequence[Op],
     *,
     points: Sequence[int] | None = None,
     rng: random.Random,
     torn_samples: int = 2,
 ) -> Iterator[tuple[int, str, dict[str, bytes]]]:
-    """Replay ``ops`` from ``initial``; after each op count in ``points`` (default: every
-    count from 0 to ``len(ops)``) yield ``(op_count, description, state)`` for every state a
-    power loss there could leave."""
+    """Replay ``ops`` from ``initial`` (a file system's ``initial`` model); after each op count
+    in ``points`` (default: every count from 0 to ``len(ops)``) yield ``(op_count,
+    description, state)`` for every state a power loss there could leave."""
     wanted = set(range(len(ops) + 1) if points is None else points)
-    model = DiskModel(initial)
+    model = copy.deepcopy(initial)
     for count in range(len(ops) + 1):
         if count in wanted:
             for description, state in model.crash_variants(rng, torn_samples=torn_samples):
