@@ -69,3 +69,19 @@ def test_a_bad_variable_is_one_line_and_exit_status_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "PAGEWAL_EPOCH_INTERVAL_MS" in err and "'soon'" in err and "milliseconds" in err
+
+
+def test_crash_test_quick_configuration_passes_and_prints_its_figures(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "pagewal", "crash-test", "--seed", "5", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    out = completed.stdout
+    assert "seed 5 (rerun with --seed 5)" in out
+    for figure in ("power loss total:", "faults total: 9 / 9", "corruptions detected",
+                   "20 kills", "lost = 0, partial = 0", "violations: 0"):
+        assert figure in out
+
+
+def test_crash_test_self_check_catches_every_broken_log() -> None:
+    assert main(["crash-test", "--self-check", "--seed", "3"]) == 0

@@ -33,6 +33,7 @@ FAULT_PLANS: tuple[tuple[str, tuple[Fault, ...], bool], ...] = (
 )
 """(label, faults, whether the log must break)."""
 
+_SAMPLED_POINTS = 300
 _MUTANT_FAULTS = {"high-water-mark-durability": (Fault("fsync", 5),)}
 
 
@@ -43,6 +44,7 @@ class CampaignSettings:
     commits_per_thread: int
     min_states: int
     kills: int
+    sampled_workloads: int = 0  # large workloads whose crash points are sampled, not all tried
 
     @classmethod
     def quick(cls) -> CampaignSettings:
@@ -50,7 +52,8 @@ class CampaignSettings:
 
     @classmethod
     def long(cls) -> CampaignSettings:
-        return cls(seeds=10, threads=4, commits_per_thread=12, min_states=10_000, kills=200)
+        return cls(seeds=10, threads=4, commits_per_thread=12, min_states=10_000, kills=200,
+                   sampled_workloads=3)
 
 
 def run_campaign(
@@ -69,7 +72,15 @@ def run_campaign(
         for line in report.lines():
             say(line)
         run += 1
-    say(f"power loss total: {states} crash states over {run} workloads")
+    for number in range(settings.sampled_workloads):
+        report = run_power_loss(seed=seed + run + number, threads=8, commits_per_thread=30,
+                                max_points=_SAMPLED_POINTS)
+        states += report.states
+        violations += report.violation_count
+        for line in report.lines():
+            say(line)
+    say(f"power loss total: {states} crash states over "
+        f"{run + settings.sampled_workloads} workloads")
 
     must_break_ok = 0
     for number, (label, faults, must_break) in enumerate(FAULT_PLANS):
