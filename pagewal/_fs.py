@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import Protocol
@@ -64,7 +65,15 @@ class FileSystem(Protocol):
 
 
 class OsFileSystem:
-    """The real file system, one ``os`` call per operation."""
+    """The real file system, one ``os`` call per operation.
+
+    A directory is opened once and its descriptor kept for later directory fsyncs (two
+    syscalls fewer per published segment); :meth:`release` closes them.
+    """
+
+    def __init__(self) -> None:
+        self._directories: dict[str, int] = {}
+        self._directories_lock = threading.Lock()
 
     def open_for_write(self, path: str) -> int:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
@@ -79,9 +88,6 @@ class OsFileSystem:
     def fsync(self, fd: int) -> None:
         os.fsync(fd)
 
-    def close(self, fd: int) -> None:
-        os.close(fd)
-
     def rename(self, source: str, target: str) -> None:
         os.rename(source, target)
 
@@ -89,11 +95,27 @@ class OsFileSystem:
         os.unlink(path)
 
     def fsync_dir(self, directory: str) -> None:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with self._directories_lock:
+            fd = self._directories.get(directory)
+            if fd is None:
+                fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+                             | getattr(os, "O_CLOEXEC", 0))
+                self._directories[directory] = fd
+        os.fsync(fd)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def release(self) -> None:
+        """Close the cached directory descriptors (reopened on demand)."""
+        with self._directories_lock:
+            for fd in self._directories.values():
+                os.close(fd)
+            self._directories.clear()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.release()
 
     def listdir(self, directory: str) -> list[str]:
         return os.listdir(directory)

@@ -10,12 +10,13 @@ Locking protocol (the heart of DESIGN invariant 2):
   counter only moves inside them: ``seq_a < seq_b ⇒ epoch_a ≤ epoch_b``, each segment holds a
   dense seq range, and a ticket's epoch is the one whose segment carries its records.
 
-Lock order: lane locks (ascending) → ``_ticker_cv``. ``_durable_cv`` and ``_space_cv`` are
-never held while taking another lock.
+Lock order: ``_publish_lock`` → lane locks (ascending) → ``_ticker_cv``. ``_durable_cv`` and
+``_space_cv`` are never held while taking another lock.
 
-One thread, the ticker, seals and publishes epochs, one at a time and in order; it alone marks
-epochs durable (invariant 3: a contiguous prefix). Any ``OSError`` while publishing breaks the
-log for good (invariant 6).
+Epochs are sealed and published one at a time, in order, by whoever holds ``_publish_lock``:
+the ticker thread, or a committing thread leading its own complete epoch (group-commit leader,
+no thread hand-off). Only the publisher marks epochs durable (invariant 3: a contiguous
+prefix). Any ``OSError`` while publishing breaks the log for good (invariant 6).
 """
 
 from __future__ import annotations
@@ -138,12 +139,14 @@ class Wal:
 
         # Guarded by _durable_cv.
         self._durable_cv = threading.Condition(threading.Lock())
+        self._epoch_waiters: dict[int, list[threading.Lock]] = {}
         self._durable = recovery.last
         self._broken: tuple[str, BaseException] | None = None
 
         self._space_cv = threading.Condition(threading.Lock())
 
-        # Owned by the ticker thread.
+        # Owned by whoever holds _publish_lock: the ticker, or a committer leading its epoch.
+        self._publish_lock = threading.Lock()
         self._published = recovery.last
         self._unsynced: list[str] = []
         self._last_sync_at = clock()
@@ -184,8 +187,8 @@ class Wal:
         the valid prefix and the skipped segments are renamed to ``*.corrupt``.
         """
         files = LogFiles.for_db(db_path)
-        fs = fs or OsFileSystem()
         config = WalConfig.from_env() if config is None else config
+        fs = fs or OsFileSystem()
         lock = fs.try_lock(files.lock_path)
         if lock is None:
             raise LogLockedError(
@@ -279,13 +282,36 @@ class Wal:
 
         Raises :class:`BrokenLogError` if the log broke before it became durable (the commit
         may or may not be found by recovery, but it was never acknowledged), and
-        ``TimeoutError`` if ``timeout`` seconds pass first.
+        ``TimeoutError`` if ``timeout`` seconds pass first. Without a timeout, the calling
+        thread may itself publish its epoch when every commit staged in it is awaited.
         """
         if self._durable.epoch >= ticket.epoch:
             return
-        self._note_waiter(ticket.epoch)
-        self._wait_until(lambda: self._durable.epoch >= ticket.epoch, timeout,
-                         f"commit {ticket.commit_seq} (epoch {ticket.epoch})")
+        # Each waiter blocks on a lock of its own, released when its epoch is durable: one
+        # wake-up per waiter, and no shared lock to re-acquire on the way out.
+        waiter = threading.Lock()
+        waiter.acquire()
+        with self._durable_cv:
+            if self._durable.epoch >= ticket.epoch:
+                return
+            if self._broken is not None:
+                self._raise_broken()
+            self._epoch_waiters.setdefault(ticket.epoch, []).append(waiter)
+        # Without a timeout the caller may publish its own epoch (see _lead); with one, the
+        # ticker publishes, so a stalled disk cannot hold the caller past its timeout.
+        if self._note_waiter(ticket.epoch):
+            if timeout is None:
+                self._lead(ticket.epoch)
+            else:
+                self._request_seal()
+        if not waiter.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            with self._durable_cv, contextlib.suppress(ValueError):
+                self._epoch_waiters.get(ticket.epoch, []).remove(waiter)
+            if self._durable.epoch < ticket.epoch and self._broken is None:
+                raise TimeoutError(f"commit {ticket.commit_seq} (epoch {ticket.epoch}) not "
+                                   f"durable after {timeout} s")
+        if self._durable.epoch < ticket.epoch:
+            self._raise_broken()
 
     def flush(self, timeout: float | None = None) -> None:
         """Seal now and wait until every commit staged before this call is durable."""
@@ -336,6 +362,8 @@ class Wal:
             if self._lock is not None:
                 self._fs.unlock(self._lock)
                 self._lock = None
+                if isinstance(self._fs, OsFileSystem):
+                    self._fs.release()
                 self._closed = True
                 _OPEN_LOGS.discard(self)
         if releasing and self._broken is not None:
@@ -470,11 +498,16 @@ class Wal:
                 self._first_submit_at = self._last_submit_at
                 self._ticker_cv.notify()
 
-    def _note_waiter(self, epoch: int) -> None:
+    def _note_waiter(self, epoch: int) -> bool:
+        """Count a waiter of the open epoch; True when every staged commit is now awaited."""
         with self._ticker_cv:
-            if epoch == self._open_epoch:
-                self._open_waiters += 1
-                self._ticker_cv.notify()
+            if epoch != self._open_epoch or self._stop:
+                return False
+            self._open_waiters += 1
+            complete = self._open_waiters >= self._next_seq - self._epoch_first_seq
+            if self._open_waiters == 1 and not complete:
+                self._ticker_cv.notify()  # arm the flush-delay and quiet timers
+            return complete
 
     @contextlib.contextmanager
     def _all_lanes_locked(self) -> Iterator[None]:
@@ -507,21 +540,44 @@ class Wal:
         try:
             while self._broken is None:
                 final = self._wait_until_seal_due()
-                sealed = self._seal()
-                if sealed is not None and not self._publish(sealed):
-                    return
-                if self._unsynced and (final or self._sync_delay() == 0.0):
-                    try:
-                        self._sync_unsynced()
-                    except OSError as error:
-                        self._break(f"fsync of published segments failed ({error}); they may "
-                                    "not survive a power loss; reopen the log", error)
+                with self._publish_lock:
+                    if not self._seal_and_publish():
                         return
+                    if self._unsynced and (final or self._sync_delay() == 0.0):
+                        try:
+                            self._sync_unsynced()
+                        except OSError as error:
+                            self._break(f"fsync of published segments failed ({error}); they "
+                                        "may not survive a power loss; reopen the log", error)
+                            return
                 if final:
                     return
         except BaseException as error:  # pragma: no cover - a bug; never leave waiters hanging
             self._break(f"the ticker failed unexpectedly: {error!r}", error)
             raise
+
+    def _seal_and_publish(self) -> bool:
+        """Seal the open epoch and publish it; the caller holds ``_publish_lock``, so epochs
+        are sealed and published one at a time, in order. False once the log is broken."""
+        sealed = self._seal()
+        return self._publish(sealed) if sealed is not None else self._broken is None
+
+    def _lead(self, epoch: int) -> None:
+        """Group-commit leader: a committer whose epoch is complete (every staged commit has a
+        waiter) seals and publishes it itself when nobody else is publishing, saving two
+        thread hand-offs; otherwise the ticker is asked to."""
+        if not self._publish_lock.acquire(blocking=False):
+            self._request_seal()
+            return
+        try:
+            if epoch == self._open_epoch:
+                self._seal_and_publish()
+        except BaseException as error:
+            self._break(f"publishing epoch {epoch} from a committing thread failed: {error!r}",
+                        error)
+            raise
+        finally:
+            self._publish_lock.release()
 
     def _sync_delay(self) -> float | None:
         """fsync=normal: seconds until segments published without fsync are due one."""
@@ -615,6 +671,9 @@ class Wal:
             times = self._write_segment(sealed, name, [header.encode(), *body])
             if self._config.fsync is FsyncMode.NORMAL:
                 self._unsynced.append(name)  # fsynced by the ticker loop within an interval
+                if len(self._unsynced) == 1:
+                    with self._ticker_cv:  # a leading committer published: arm the sync timer
+                        self._ticker_cv.notify()
         except OSError as error:
             self._break(
                 f"publishing segment {self._files.path(name)} failed ({error}); epoch "
@@ -694,6 +753,9 @@ class Wal:
             self._durable = ChainPosition(sealed.epoch, sealed.commit_seq_hi)
             self._published = self._durable
             self._durable_cv.notify_all()
+            waiters = self._epoch_waiters.pop(sealed.epoch, [])
+        for waiter in waiters:
+            waiter.release()
 
     def _break(self, message: str, cause: BaseException) -> None:
         """Invariant 6: fail closed. Nothing later is acknowledged; every waiter is told now."""
@@ -701,5 +763,9 @@ class Wal:
             if self._broken is None:
                 self._broken = (message, cause)
             self._durable_cv.notify_all()
+            waiters = [w for epoch_waiters in self._epoch_waiters.values() for w in epoch_waiters]
+            self._epoch_waiters.clear()
+        for waiter in waiters:
+            waiter.release()
         with self._space_cv:
             self._space_cv.notify_all()

@@ -24,6 +24,7 @@ class RecordingFileSystem(OsFileSystem):
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.log: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
