@@ -174,6 +174,14 @@ def recovery_benchmark(directory: str, gib: float) -> dict[str, float]:
             "ratio": raw / recovered}
 
 
+def _median_round(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median throughput, whole (its latencies and CPU belong together)."""
+    ordered = sorted(samples, key=lambda c: c["commits_per_s"])
+    median = dict(ordered[len(ordered) // 2])
+    median["rounds_commits_per_s"] = [round(c["commits_per_s"]) for c in samples]
+    return median
+
+
 def _ratio_rows(cells: list[dict[str, Any]]) -> list[str]:
     rows = ["| K | T | system | commits/s | pages/s | MB/s | p50 ms | p99 ms | CPU % | "
             "pagewal auto / system |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -226,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated subset of system names, e.g. 'pagewal auto,lmdb'")
     parser.add_argument("--quick", action="store_true", help="T in {1, 16} only, K = 1 and 16")
     parser.add_argument("--recovery-gib", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="repeat the matrix, systems interleaved; report each cell's median "
+                             "round (this disk's fsync cost drifts by 2-3x within minutes)")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     base = args.dir or args.out
@@ -234,8 +245,6 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {s.strip() for s in args.systems.split(",")}
         peers = [p for p in peers if p.name in wanted | {"pagewal auto"}]
     thread_counts = [1, 16] if args.quick else [1, 4, 16]
-    cells: list[dict[str, Any]] = []
-
     def cell(peer: Peer, **kwargs: Any) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(dir=base) as directory:
             result = run_cell(peer, directory, seconds=args.seconds, warmup=args.warmup,
@@ -246,13 +255,18 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         return result
 
-    for pages in (1, 16):
-        for threads in thread_counts:
-            for peer in peers:
-                cells.append(cell(peer, pages=pages, threads=threads))
-    for peer in peers:
-        if peer.name in ("pagewal auto", "pagewal conservative", "naive group commit"):
-            cells.append(cell(peer, pages=1, threads=16, neighbour=True))
+    rounds: list[list[dict[str, Any]]] = []
+    for _ in range(args.rounds):
+        measured = []
+        for pages in (1, 16):
+            for threads in thread_counts:
+                for peer in peers:
+                    measured.append(cell(peer, pages=pages, threads=threads))
+        for peer in peers:
+            if peer.name in ("pagewal auto", "pagewal conservative", "naive group commit"):
+                measured.append(cell(peer, pages=1, threads=16, neighbour=True))
+        rounds.append(measured)
+    cells = [_median_round([r[i] for r in rounds]) for i in range(len(rounds[0]))]
 
     machine: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=base) as directory:

@@ -66,6 +66,8 @@ RECORD_DTYPE: Final = np.dtype(
 """One row per record: what :func:`decode_segment` returns, images left in the file bytes."""
 
 RecordArray: TypeAlias = npt.NDArray[np.void]
+_ROW = struct.Struct("<QQIIHBqI")  # RECORD_DTYPE's packed layout, written in place by the decoder
+assert _ROW.size == RECORD_DTYPE.itemsize
 
 
 # --------------------------------------------------------------------------- commits
@@ -320,6 +322,9 @@ def decode_segment(
     # Bounded by the bytes present (decode_header checked count * 41 <= body): 39 bytes per
     # row plus one byte per commit, so nothing here allocates more than the file's size.
     records = np.empty(count, dtype=RECORD_DTYPE)
+    rows = memoryview(records.view(np.uint8).data)
+    pack_row = _ROW.pack_into
+    row_size = _ROW.size
     seen = bytearray(hi - lo + 1)
     open_seq = 0  # commit_seq of the commit whose last record is still to come; 0 = none
     unpack_prefix = _RECORD_PREFIX.unpack_from
@@ -364,8 +369,8 @@ def decode_segment(
         else:
             seen[seq - lo] = 1
         open_seq = 0 if record_flags & RECORD_FLAG_LAST else seq
-        records[index] = (seq, txn, page_no, db_size, lane_id, record_flags,
-                          position + _RECORD_PREFIX_SIZE, image_length)
+        pack_row(rows, index * row_size, seq, txn, page_no, db_size, lane_id, record_flags,
+                 position + _RECORD_PREFIX_SIZE, image_length)
         position = record_end
     if position != end:
         raise CorruptSegmentError(
@@ -431,7 +436,7 @@ class ChainPosition:
         return body + _HEADER_CRC.pack(crc32c.crc32c(body))
 
 
-def decode_checkpoint(data: bytes, path: str) -> ChainPosition:
+def decode_checkpoint(data: bytes | memoryview, path: str) -> ChainPosition:
     """Decode a checkpoint file (32 bytes, checksummed)."""
     if len(data) != CHECKPOINT_SIZE:
         raise CorruptSegmentError(path, min(len(data), CHECKPOINT_SIZE),

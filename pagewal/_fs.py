@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import mmap
 import os
 import threading
 import time
@@ -29,6 +30,7 @@ except (AttributeError, OSError, ValueError):  # pragma: no cover - non-POSIX
     _IOV_MAX = 1024
 
 Buffer = bytes | bytearray | memoryview
+_MAP_THRESHOLD = 1 << 20
 
 
 class FileSystem(Protocol):
@@ -56,7 +58,8 @@ class FileSystem(Protocol):
 
     def listdir(self, directory: str) -> list[str]: ...
 
-    def read_file(self, path: str) -> bytes: ...
+    def read_file(self, path: str) -> bytes | memoryview:
+        """The whole file, as bytes or a read-only view of a mapping of it."""
 
     def try_lock(self, path: str) -> int | None:
         """Take an exclusive lock on ``path`` (created if needed): a handle, or None if held."""
@@ -120,9 +123,15 @@ class OsFileSystem:
     def listdir(self, directory: str) -> list[str]:
         return os.listdir(directory)
 
-    def read_file(self, path: str) -> bytes:
+    def read_file(self, path: str) -> bytes | memoryview:
+        # Large files are mapped, not copied: recovery then reads the page cache in place.
+        # (A file truncated by another process while mapped would fault on access; pagewal
+        # never truncates a published segment.)
         with open(path, "rb") as file:
-            return file.read()
+            size = os.fstat(file.fileno()).st_size
+            if size < _MAP_THRESHOLD:
+                return file.read()
+            return memoryview(mmap.mmap(file.fileno(), size, prot=mmap.PROT_READ))
 
     def try_lock(self, path: str) -> int | None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
