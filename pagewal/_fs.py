@@ -183,19 +183,22 @@ class PublishTimes:
 
 
 def publish_atomically(
-    fs: FileSystem, directory: str, name: str, buffers: Sequence[Buffer], *, sync: bool
+    fs: FileSystem, directory: str, name: str, buffers: Sequence[Buffer], *, sync: bool,
+    fd: int | None = None,
 ) -> PublishTimes:
     """Publish ``buffers`` as ``directory/name`` so no reader ever sees a partial file.
 
     Invariant 4: write ``name.tmp``, fsync it, rename it to ``name``, fsync the directory.
     With ``sync=False`` (fsync modes normal/off) the two fsyncs are left out: the rename still
     hides partial files from a process crash, not from a power loss. On failure the temporary
-    file is removed (best effort) and the ``OSError`` propagates.
+    file is removed (best effort) and the ``OSError`` propagates. ``fd``, if given, is the
+    temporary file already created (empty) and open for writing.
     """
     final_path = os.path.join(directory, name)
     temp_path = final_path + TEMP_SUFFIX
     started = time.perf_counter()
-    fd = fs.open_for_write(temp_path)
+    if fd is None:
+        fd = fs.open_for_write(temp_path)
     try:
         try:
             write_all(fs, fd, buffers)

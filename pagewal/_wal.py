@@ -37,6 +37,7 @@ from ._chain import RecoveryResult, first_difference
 from ._codec import (
     HEADER_SIZE,
     SEGMENT_FLAG_SERIALIZED,
+    TEMP_SUFFIX,
     ChainPosition,
     Commit,
     PagesInput,
@@ -51,6 +52,7 @@ from ._config import FsyncMode, Mode, WalConfig
 from ._errors import BrokenLogError, ClosedError, CorruptSegmentError, LogLockedError
 from ._fs import FileSystem, OsFileSystem, PublishTimes, publish_atomically, sync_files
 from ._lanes import Lane, detached
+from ._precreate import TempFilePrecreator
 from ._recovery import LogFiles, _read_chain, quarantine
 from ._stats import FallbackReason, Ticket, WalStats
 
@@ -162,6 +164,8 @@ class Wal:
         self._close_lock = threading.Lock()
         self._close_started = False
         self._closed = False
+        self._precreator = TempFilePrecreator(
+            fs, lambda epoch: files.segment_path(epoch) + TEMP_SUFFIX, self._open_epoch)
         self._ticker = threading.Thread(target=self._run_ticker, name="pagewal-ticker",
                                         daemon=True)
         self._ticker.start()
@@ -357,6 +361,7 @@ class Wal:
                 self._space_cv.notify_all()
         # Every caller waits for the final seal; a close interrupted here is finished by the next.
         self._ticker.join()
+        self._precreator.close()
         with self._close_lock:
             releasing = self._lock is not None
             if self._lock is not None:
@@ -701,7 +706,8 @@ class Wal:
     ) -> PublishTimes:
         """Invariant 4: publish the segment atomically (fsynced too with fsync=full)."""
         return publish_atomically(self._fs, self._files.directory, name, buffers,
-                                  sync=self._config.fsync is FsyncMode.FULL)
+                                  sync=self._config.fsync is FsyncMode.FULL,
+                                  fd=self._precreator.take(sealed.epoch))
 
     def _shadow_compare(self, sealed: _SealedEpoch) -> tuple[memoryview, int] | None:
         """Encode the epoch again on the serialized path and compare the two semantically.

@@ -27,7 +27,8 @@ FAULT_PLANS: tuple[tuple[str, tuple[Fault, ...], bool], ...] = (
     ("ENOSPC on the 2nd write", (Fault("writev", 2, errno.ENOSPC),), True),
     ("EIO on the 2nd directory fsync", (Fault("fsync_dir", 2),), True),
     ("EIO on the 3rd rename", (Fault("rename", 3),), True),
-    ("EIO creating the 2nd segment", (Fault("open_for_write", 2),), True),
+    ("EIO creating every segment file from the 2nd", (Fault("open_for_write", 2, repeat=True),),
+     True),
     ("short writes (must be completed, not fail)",
      (Fault("writev", 1, short_write=True, repeat=True),), False),
 )

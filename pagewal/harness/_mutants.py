@@ -34,7 +34,7 @@ class SkipsDirectoryFsync(Wal):
     ) -> PublishTimes:
         fs = _NoDirectorySync(self._fs)
         return publish_atomically(fs, self._files.directory, name, buffers,  # type: ignore[arg-type]
-                                  sync=True)
+                                  sync=True, fd=self._precreator.take(sealed.epoch))
 
 
 class AcksBeforeFsync(Wal):

@@ -1,0 +1,92 @@
+"""Creates the temporary files of the next epochs ahead of time, off the commit path.
+
+Creating a file is a directory operation whose cost on shared disks swings between tens and
+hundreds of microseconds; the publisher would otherwise pay it once per epoch while committers
+wait. A background thread keeps the next few epochs' ``<segment>.tmp`` files created and open.
+They are only temporary files: invariant 4 still holds (recovery deletes any it finds), and
+the publisher still writes, fsyncs, renames and fsyncs the directory in that order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+
+from ._fs import FileSystem
+
+AHEAD = 2  # epochs whose temporary file is kept ready
+
+
+class TempFilePrecreator:
+    """Keeps ``open_for_write(path_of(e))`` done for the next :data:`AHEAD` epochs."""
+
+    def __init__(self, fs: FileSystem, path_of: Callable[[int], str], first_epoch: int) -> None:
+        self._fs = fs
+        self._path_of = path_of
+        self._ready: dict[int, int] = {}  # epoch -> open descriptor
+        self._next = first_epoch  # the lowest epoch that may still be asked for
+        self._creating: int | None = None  # the epoch whose file is being opened right now
+        self._cv = threading.Condition(threading.Lock())
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="pagewal-precreate", daemon=True)
+        self._thread.start()
+
+    def take(self, epoch: int) -> int | None:
+        """The open descriptor of ``epoch``'s temporary file, or None if it is not ready.
+
+        After this returns, the background thread never opens ``epoch``'s file: the caller may
+        create it itself (two ``O_TRUNC`` opens of one file must never race).
+        """
+        with self._cv:
+            while self._creating == epoch:
+                self._cv.wait()
+            self._next = max(self._next, epoch + 1)
+            fd = self._ready.pop(epoch, None)
+            self._cv.notify_all()
+            return fd
+
+    def close(self) -> None:
+        """Stop, and remove the temporary files nobody took. Safe to call from any thread,
+        more than once."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join()
+        with self._cv:
+            unused, self._ready = self._ready, {}
+        for epoch, fd in unused.items():
+            with contextlib.suppress(OSError):
+                self._fs.close(fd)
+            with contextlib.suppress(OSError):
+                self._fs.unlink(self._path_of(epoch))
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and self._missing() is None:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                epoch = self._missing()
+                assert epoch is not None
+                self._creating = epoch
+            fd: int | None = None
+            try:
+                fd = self._fs.open_for_write(self._path_of(epoch))
+            except OSError:
+                pass  # the publisher creates its own files and reports any real failure
+            finally:
+                with self._cv:
+                    self._creating = None
+                    if fd is not None:
+                        self._ready[epoch] = fd
+                    self._cv.notify_all()
+            if fd is None:
+                return
+
+    def _missing(self) -> int | None:
+        for epoch in range(self._next, self._next + AHEAD):
+            if epoch not in self._ready:
+                return epoch
+        return None
