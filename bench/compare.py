@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(dir=base) as directory:
             result = run_cell(peer, directory, seconds=args.seconds, warmup=args.warmup,
                               **kwargs)
+        # Deleting a cell's files (thousands of segments for pagewal) leaves journal work that
+        # would slow whichever system runs next: flush it before the next cell starts.
+        os.sync()
         print(f"{result['system']:>20} K={result['pages']:<2} T={result['threads']:<2}"
               f"{' +cpu' if result['neighbour'] else ''}: {result['commits_per_s']:>9,.0f} "
               f"commits/s  p99 {result['p99_ms']:.2f} ms  CPU {result['cpu_percent']:.0f}%",
