@@ -149,7 +149,6 @@ class Wal:
 
         # Owned by whoever holds _publish_lock: the ticker, or a committer leading its epoch.
         self._publish_lock = threading.Lock()
-        self._published = recovery.last
         self._unsynced: list[str] = []
         self._last_sync_at = clock()
         self._counters: dict[str, Any] = dict.fromkeys(
@@ -161,9 +160,8 @@ class Wal:
              "last_epoch_fsync_seconds"), 0.0))
         self._last_shadow_divergence: str | None = None
 
-        self._close_lock = threading.Lock()
+        self._close_lock = threading.Lock()  # guards _close_started and _lock (None once closed)
         self._close_started = False
-        self._closed = False
         self._precreator = TempFilePrecreator(
             fs, lambda epoch: files.segment_path(epoch) + TEMP_SUFFIX, self._open_epoch)
         self._ticker = threading.Thread(target=self._run_ticker, name="pagewal-ticker",
@@ -363,15 +361,14 @@ class Wal:
         self._ticker.join()
         self._precreator.close()
         with self._close_lock:
-            releasing = self._lock is not None
-            if self._lock is not None:
-                self._fs.unlock(self._lock)
-                self._lock = None
-                if isinstance(self._fs, OsFileSystem):
-                    self._fs.release()
-                self._closed = True
-                _OPEN_LOGS.discard(self)
-        if releasing and self._broken is not None:
+            lock, self._lock = self._lock, None
+        if lock is None:
+            return  # another close released the log (and reported a breakage, if any)
+        self._fs.unlock(lock)
+        if isinstance(self._fs, OsFileSystem):
+            self._fs.release()
+        _OPEN_LOGS.discard(self)
+        if self._broken is not None:
             self._raise_broken()
 
     # ------------------------------------------------------------------ statistics
@@ -406,7 +403,7 @@ class Wal:
             shadow_compares=counters["shadow_compares"],
             shadow_divergences=counters["shadow_divergences"],
             last_shadow_divergence=self._last_shadow_divergence,
-            broken=self._broken is not None, closed=self._closed,
+            broken=self._broken is not None, closed=self._lock is None,
         )
 
     # ------------------------------------------------------------------ staging
@@ -445,7 +442,7 @@ class Wal:
     def _stage_serialized(self, lane: Lane, commit: Commit, reason: FallbackReason) -> Ticket:
         # Allocate before a seq exists: nothing may fail between taking a seq and staging it.
         chunk = memoryview(bytearray(commit.encoded_size))
-        copy = detached(commit) if self._shadow_sampled(self._open_epoch) else None
+        copy = detached(commit) if self._shadow_epoch else None  # re-checked under the locks
         waited = False
         while True:
             with self._all_lanes_locked():
@@ -651,7 +648,7 @@ class Wal:
                         AssertionError("dense commit_seq"))
             return None
         return _SealedEpoch(
-            epoch=epoch, prev_epoch=self._published.epoch, commit_seq_lo=lo, commit_seq_hi=hi,
+            epoch=epoch, prev_epoch=self._durable.epoch, commit_seq_lo=lo, commit_seq_hi=hi,
             body=[s.body for s in snapshots if s.records] + serial_chunks,
             record_count=sum(s.records for s in snapshots) + serial_records,
             serialized=bool(serial_chunks), shadow=shadow,
@@ -757,7 +754,6 @@ class Wal:
                     f"epoch {sealed.epoch} follows {sealed.prev_epoch}, but the durable "
                     f"prefix ends at {self._durable.epoch}")
             self._durable = ChainPosition(sealed.epoch, sealed.commit_seq_hi)
-            self._published = self._durable
             self._durable_cv.notify_all()
             waiters = self._epoch_waiters.pop(sealed.epoch, [])
         for waiter in waiters:

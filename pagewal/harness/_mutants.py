@@ -76,7 +76,6 @@ class HighWaterMarkDurability(Wal):
     def _mark_durable(self, sealed: _SealedEpoch) -> None:
         with self._durable_cv:
             self._durable = ChainPosition(sealed.epoch, sealed.commit_seq_hi)
-            self._published = self._durable
             self._durable_cv.notify_all()
 
 
