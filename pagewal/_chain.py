@@ -125,19 +125,29 @@ class RecoveryResult:
                 lane_id=int(row["lane_id"]),
                 last_in_commit=bool(row["flags"] & RECORD_FLAG_LAST), image=self.image(index))
 
+    def latest_images(self) -> tuple[list[int], list[int], list[memoryview]]:
+        """Each page's last image in canonical order: ``(page_nos ascending, commit_seqs,
+        images)``. The images are views of the segments' bytes (no copies)."""
+        page_nos = self.records["page_no"]
+        # np.unique on the reversed column finds each page's last occurrence.
+        unique_pages, reversed_index = np.unique(page_nos[::-1], return_index=True)
+        rows = self.records[page_nos.size - 1 - reversed_index]
+        images = [
+            self._data[segment][start : start + length]
+            for segment, start, length in zip(
+                rows["segment"].tolist(), rows["image_offset"].tolist(),
+                rows["image_length"].tolist(), strict=True)
+        ]
+        return unique_pages.tolist(), rows["commit_seq"].tolist(), images
+
     def apply_to(self, pages: MutableMapping[int, bytes]) -> MutableMapping[int, bytes]:
         """Apply the records to ``pages`` (page_no → image) in canonical order; return it.
 
         Only the last image of each page is materialised.
         """
-        page_nos = self.records["page_no"]
-        if page_nos.size == 0:
-            return pages
-        # np.unique on the reversed column finds each page's last occurrence.
-        unique_pages, reversed_index = np.unique(page_nos[::-1], return_index=True)
-        last_index = page_nos.size - 1 - reversed_index
-        for page_no, index in zip(unique_pages.tolist(), last_index.tolist(), strict=True):
-            pages[page_no] = self.image(index)
+        page_nos, _, images = self.latest_images()
+        for page_no, image in zip(page_nos, images, strict=True):
+            pages[page_no] = bytes(image)
         return pages
 
     def page_images(self) -> dict[int, bytes]:

@@ -42,6 +42,18 @@ class FileSystem(Protocol):
     def open_for_sync(self, path: str) -> int:
         """Open an existing file (read-only) so it can be fsynced."""
 
+    def open_for_update(self, path: str) -> int:
+        """Open ``path`` for reading and writing in place, creating it empty if missing (never
+        truncating): the pager's data file."""
+
+    def file_size(self, fd: int) -> int: ...
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``; fewer at the end of the file."""
+
+    def pwritev(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
+        """Write ``buffers`` in order at ``offset``; may write fewer bytes than given."""
+
     def writev(self, fd: int, buffers: Sequence[Buffer]) -> int:
         """Write ``buffers`` in order; may write fewer bytes than given (short write)."""
 
@@ -84,6 +96,18 @@ class OsFileSystem:
 
     def open_for_sync(self, path: str) -> int:
         return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+    def open_for_update(self, path: str) -> int:
+        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+
+    def file_size(self, fd: int) -> int:
+        return os.fstat(fd).st_size
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        return os.pread(fd, size, offset)
+
+    def pwritev(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
+        return os.pwritev(fd, buffers, offset)
 
     def writev(self, fd: int, buffers: Sequence[Buffer]) -> int:
         return os.writev(fd, buffers)
@@ -149,8 +173,11 @@ class OsFileSystem:
         os.close(handle)  # closing the descriptor releases the flock
 
 
-def write_all(fs: FileSystem, fd: int, buffers: Sequence[Buffer]) -> int:
-    """Write every byte of ``buffers`` with as few ``writev`` calls as possible.
+def write_all(
+    fs: FileSystem, fd: int, buffers: Sequence[Buffer], *, offset: int | None = None
+) -> int:
+    """Write every byte of ``buffers`` with as few ``writev`` calls as possible (``pwritev``
+    calls from ``offset`` when one is given).
 
     Handles short writes and the kernel's IOV_MAX limit; returns the number of bytes written.
     A write that makes no progress raises ``OSError`` rather than looping forever.
@@ -159,7 +186,8 @@ def write_all(fs: FileSystem, fd: int, buffers: Sequence[Buffer]) -> int:
     total = 0
     while pending:
         batch = pending[:_IOV_MAX]
-        written = fs.writev(fd, batch)
+        written = (fs.writev(fd, batch) if offset is None
+                   else fs.pwritev(fd, batch, offset + total))
         if written <= 0:
             raise OSError(f"writev wrote {written} bytes")
         total += written

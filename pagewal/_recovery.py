@@ -102,7 +102,7 @@ def recover(
     try:
         result = _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=True)
         if delete_after:
-            _write_checkpoint(files, fs, result.last)
+            write_checkpoint(files, fs, result.last)
             for info in result.segments:
                 fs.unlink(info.path)
             fs.fsync_dir(files.directory)
@@ -117,8 +117,8 @@ def _read_chain(
     """Read and validate the chain. ``tidy`` (only while holding the log's lock) also deletes
     temporary files and segments the checkpoint already covers."""
     names = sorted(fs.listdir(files.directory))
-    base = _read_checkpoint(files, fs, names)
-    epochs = sorted(e for n in names if (e := parse_segment_name(files.db_name, n)) is not None)
+    base = read_checkpoint(files, fs, names)
+    epochs = segment_epochs(files, names)
     removed: list[str] = []
     if tidy:
         checkpoint_temp = checkpoint_name(files.db_name) + TEMP_SUFFIX
@@ -135,32 +135,48 @@ def _read_chain(
     position = base
     decoded: list[DecodedSegment] = []
     skipped: list[SkippedSegment] = []
-    bytes_read = 0
     for epoch in (e for e in epochs if e > base.epoch):
-        path = files.segment_path(epoch)
         if skipped:
-            skipped.append(SkippedSegment(path, 0, "follows a corrupt segment in the chain"))
+            skipped.append(SkippedSegment(files.segment_path(epoch), 0,
+                                          "follows a corrupt segment in the chain"))
             continue
-        data = fs.read_file(path)
-        bytes_read += len(data)
         try:
-            segment = decode_segment(data, path, expected_epoch=epoch)
-            position = check_continues(position, segment.header, path)
+            segment = read_segment(files, fs, epoch, position)
         except CorruptSegmentError as error:
             if not skip_corrupt:
                 raise
             skipped.append(SkippedSegment(error.path, error.offset, error.reason))
             continue
         decoded.append(segment)
+        position = ChainPosition(segment.header.epoch, segment.header.commit_seq_hi)
     return RecoveryResult(
         base=base, last=position,
         segments=tuple(SegmentInfo(s.path, s.header) for s in decoded),
-        skipped=tuple(skipped), removed_temp_files=tuple(removed), bytes_read=bytes_read,
+        skipped=tuple(skipped), removed_temp_files=tuple(removed),
+        bytes_read=sum(s.data.nbytes for s in decoded),
         records=canonical_records(decoded), data=tuple(s.data for s in decoded),
     )
 
 
-def _read_checkpoint(files: LogFiles, fs: FileSystem, names: list[str]) -> ChainPosition:
+def read_segment(
+    files: LogFiles, fs: FileSystem, epoch: int, position: ChainPosition
+) -> DecodedSegment:
+    """Read and validate segment ``epoch``, and check it continues the chain at ``position``
+    (invariant 5: raises :class:`CorruptSegmentError` naming file, offset and reason)."""
+    path = files.segment_path(epoch)
+    segment = decode_segment(fs.read_file(path), path, expected_epoch=epoch)
+    check_continues(position, segment.header, path)
+    return segment
+
+
+def segment_epochs(files: LogFiles, names: list[str]) -> list[int]:
+    """The epochs of the published segments among directory entries ``names``, ascending."""
+    return sorted(e for n in names if (e := parse_segment_name(files.db_name, n)) is not None)
+
+
+def read_checkpoint(files: LogFiles, fs: FileSystem, names: list[str]) -> ChainPosition:
+    """The checkpoint recorded among directory entries ``names``, or the empty log's position.
+    """
     name = checkpoint_name(files.db_name)
     if name not in names:
         return ChainPosition()
@@ -168,9 +184,12 @@ def _read_checkpoint(files: LogFiles, fs: FileSystem, names: list[str]) -> Chain
     return decode_checkpoint(fs.read_file(path), path)
 
 
-def _write_checkpoint(files: LogFiles, fs: FileSystem, position: ChainPosition) -> None:
+def write_checkpoint(
+    files: LogFiles, fs: FileSystem, position: ChainPosition, *, sync: bool = True
+) -> None:
+    """Record ``position`` as the checkpoint, atomically (tmp, fsync, rename, dir fsync)."""
     publish_atomically(fs, files.directory, checkpoint_name(files.db_name), [position.encode()],
-                       sync=True)
+                       sync=sync)
 
 
 def quarantine(files: LogFiles, fs: FileSystem, skipped: tuple[SkippedSegment, ...]) -> None:

@@ -275,6 +275,11 @@ class Wal:
             self.wait_durable(ticket, timeout=timeout)
         return ticket
 
+    @property
+    def durable_position(self) -> ChainPosition:
+        """Where the durable prefix of the chain ends: its last epoch and commit_seq."""
+        return self._durable
+
     def is_durable(self, ticket: Ticket) -> bool:
         """Whether ``ticket``'s commit is durable (non-blocking)."""
         return self._durable.epoch >= ticket.epoch
@@ -322,6 +327,19 @@ class Wal:
         self._request_seal()
         self._wait_until(lambda: self._durable.commit_seq >= target, timeout,
                          f"commits up to {target}")
+
+    def sync(self) -> None:
+        """fsync the segments published so far, now, and their directory.
+
+        With ``fsync=normal`` this makes every commit published so far survive power loss
+        (otherwise that happens within an epoch interval); with ``full`` and ``off`` there is
+        nothing to do. A failure breaks the log (:class:`BrokenLogError`).
+        """
+        with self._publish_lock:
+            if self._unsynced and self._broken is None:
+                self._sync_published()
+        if self._broken is not None:
+            self._raise_broken()
 
     def _wait_until(self, durable: Callable[[], bool], timeout: float | None, what: str) -> None:
         """Wait until ``durable()`` holds; a durable commit stays durable if the log breaks."""
@@ -545,13 +563,9 @@ class Wal:
                 with self._publish_lock:
                     if not self._seal_and_publish():
                         return
-                    if self._unsynced and (final or self._sync_delay() == 0.0):
-                        try:
-                            self._sync_unsynced()
-                        except OSError as error:
-                            self._break(f"fsync of published segments failed ({error}); they "
-                                        "may not survive a power loss; reopen the log", error)
-                            return
+                    if (self._unsynced and (final or self._sync_delay() == 0.0)
+                            and not self._sync_published()):
+                        return
                 if final:
                     return
         except BaseException as error:  # pragma: no cover - a bug; never leave waiters hanging
@@ -740,11 +754,19 @@ class Wal:
         self._forced_reason = FallbackReason.SHADOW_DIVERGENCE
         return memoryview(expected_body), header.record_count
 
-    def _sync_unsynced(self) -> None:
-        sync_files(self._fs, self._files.directory, self._unsynced)
+    def _sync_published(self) -> bool:
+        """fsync=normal: fsync what was published without it. False (log broken) on failure.
+        The caller holds ``_publish_lock``."""
+        try:
+            sync_files(self._fs, self._files.directory, self._unsynced)
+        except OSError as error:
+            self._break(f"fsync of published segments failed ({error}); they may not survive "
+                        "a power loss; reopen the log", error)
+            return False
         self._counters["fsync_count"] += len(self._unsynced) + 1
         self._unsynced = []
         self._last_sync_at = self._clock()
+        return True
 
     def _mark_durable(self, sealed: _SealedEpoch) -> None:
         with self._durable_cv:

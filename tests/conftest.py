@@ -30,6 +30,7 @@ class RecordingFileSystem(OsFileSystem):
         self.counts: dict[str, int] = {}
         self.fail: dict[str, Callable[[int, str], bool]] = {}
         self.gate: dict[str, threading.Event] = {}
+        self.threads: dict[str, list[str]] = {}  # op -> name of the thread of each call
         self._fd_paths: dict[int, str] = {}
 
     def note(self, op: str, path: str) -> None:
@@ -37,6 +38,7 @@ class RecordingFileSystem(OsFileSystem):
             self.counts[op] = self.counts.get(op, 0) + 1
             number = self.counts[op]
             self.log.append((op, path))
+            self.threads.setdefault(op, []).append(threading.current_thread().name)
         gate = self.gate.get(op)
         if gate is not None:
             gate.wait()
@@ -50,9 +52,21 @@ class RecordingFileSystem(OsFileSystem):
         self._fd_paths[fd] = path
         return fd
 
+    def open_for_update(self, path: str) -> int:
+        self.note("open_for_update", path)
+        fd = super().open_for_update(path)
+        self._fd_paths[fd] = path
+        return fd
+
     def writev(self, fd: int, buffers: Sequence[bytes | bytearray | memoryview]) -> int:
         self.note("writev", self._fd_paths.get(fd, "?"))
         return super().writev(fd, buffers)
+
+    def pwritev(
+        self, fd: int, buffers: Sequence[bytes | bytearray | memoryview], offset: int
+    ) -> int:
+        self.note("pwritev", self._fd_paths.get(fd, "?"))
+        return super().pwritev(fd, buffers, offset)
 
     def fsync(self, fd: int) -> None:
         self.note("fsync", self._fd_paths.get(fd, "?"))
@@ -61,6 +75,10 @@ class RecordingFileSystem(OsFileSystem):
     def rename(self, source: str, target: str) -> None:
         self.note("rename", target)
         super().rename(source, target)
+
+    def unlink(self, path: str) -> None:
+        self.note("unlink", path)
+        super().unlink(path)
 
     def fsync_dir(self, directory: str) -> None:
         self.note("fsync_dir", directory)

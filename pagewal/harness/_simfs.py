@@ -48,9 +48,11 @@ class Op:
 class Fault:
     """Make the ``nth`` call (1-based) of ``op`` fail with ``error`` (an errno).
 
-    ``op`` is one of ``writev``, ``fsync``, ``fsync_dir``, ``rename``, ``open_for_write``.
-    ``short_write=True`` (``writev`` only) writes half the bytes instead of failing.
-    ``repeat=True`` fails every call from the ``nth`` on.
+    ``op`` is one of ``writev``, ``pwritev``, ``fsync``, ``fsync_dir``, ``rename``,
+    ``open_for_write``, ``unlink``.
+    ``short_write=True`` (``writev``/``pwritev`` only) writes half the bytes instead of failing.
+    ``repeat=True`` fails every call from the ``nth`` on. ``path``, if given, limits the fault
+    (and its call count) to paths ending with it, e.g. ``".db"`` for a pager's data file.
     """
 
     op: str
@@ -58,6 +60,7 @@ class Fault:
     error: int = errno.EIO
     short_write: bool = False
     repeat: bool = False
+    path: str = ""
 
 
 @attrs.define
@@ -262,6 +265,7 @@ class SimulatedFileSystem:
         self.ops: list[Op] = []
         self.faults = list(faults)
         self.calls: dict[str, int] = {}
+        self._fault_calls: dict[int, int] = {}
         self._lock = threading.RLock()
         self._fds: dict[int, tuple[str, int]] = {}  # fd -> (path, position)
         self._next_fd = itertools.count(1000)
@@ -302,16 +306,33 @@ class SimulatedFileSystem:
             self._fds[fd] = (path, 0)
             return fd
 
+    def open_for_update(self, path: str) -> int:
+        with self._lock:
+            if path not in self.model.current:
+                self._maybe_fail("open_for_write", path)
+                self._log(Op("create", path))
+            fd = next(self._next_fd)
+            self._fds[fd] = (path, 0)
+            return fd
+
+    def file_size(self, fd: int) -> int:
+        with self._lock:
+            return self.model.size(self._fds[fd][0])
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        with self._lock:
+            return self.model.read(self._fds[fd][0])[offset : offset + size]
+
     def writev(self, fd: int, buffers: Sequence[Buffer]) -> int:
         with self._lock:
             path, position = self._fds[fd]
-            data = b"".join(bytes(b) for b in buffers)
-            fault = self._maybe_fail("writev", path)
-            if fault is not None and fault.short_write:
-                data = data[: max(1, len(data) // 2)]
-            self._log(Op("write", path, offset=position, data=data))
-            self._fds[fd] = (path, position + len(data))
-            return len(data)
+            written = self._write("writev", path, position, buffers)
+            self._fds[fd] = (path, position + written)
+            return written
+
+    def pwritev(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
+        with self._lock:
+            return self._write("pwritev", self._fds[fd][0], offset, buffers)
 
     def fsync(self, fd: int) -> None:
         with self._lock:
@@ -334,6 +355,7 @@ class SimulatedFileSystem:
 
     def unlink(self, path: str) -> None:
         with self._lock:
+            self._maybe_fail("unlink", path)
             self._log(Op("unlink", path))
 
     def fsync_dir(self, directory: str) -> None:
@@ -365,6 +387,14 @@ class SimulatedFileSystem:
 
     # ---------------------------------------------------------------- internals
 
+    def _write(self, name: str, path: str, offset: int, buffers: Sequence[Buffer]) -> int:
+        data = b"".join(bytes(b) for b in buffers)
+        fault = self._maybe_fail(name, path)
+        if fault is not None and fault.short_write:
+            data = data[: max(1, len(data) // 2)]
+        self._log(Op("write", path, offset=offset, data=data))
+        return len(data)
+
     def _log(self, op: Op) -> None:
         if self.before_op is not None:
             # Lets the harness see what the log claimed durable before this operation.
@@ -373,9 +403,14 @@ class SimulatedFileSystem:
         self.ops.append(op)
 
     def _maybe_fail(self, name: str, path: str) -> Fault | None:
-        number = self.calls[name] = self.calls.get(name, 0) + 1
-        for fault in self.faults:
-            if fault.op == name and (number == fault.nth or (fault.repeat and number > fault.nth)):
+        self.calls[name] = self.calls.get(name, 0) + 1
+        matching = [(index, fault) for index, fault in enumerate(self.faults)
+                    if fault.op == name and path.endswith(fault.path)]
+        for index, _ in matching:  # every matching fault counts this call
+            self._fault_calls[index] = self._fault_calls.get(index, 0) + 1
+        for index, fault in matching:
+            number = self._fault_calls[index]
+            if number == fault.nth or (fault.repeat and number > fault.nth):
                 if fault.short_write:
                     return fault
                 raise OSError(fault.error, f"injected {os.strerror(fault.error)} on {name} "
