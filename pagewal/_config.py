@@ -26,6 +26,8 @@ MAX_LANES = 1024
 MIN_LANE_CAPACITY = 4096
 MAX_LANE_CAPACITY = 1 << 30
 MAX_INTERVAL_MS = 60_000.0
+MIN_CHECKPOINT_BYTES = 64 << 10
+MAX_CHECKPOINT_BYTES = 1 << 40
 
 
 class Mode(enum.StrEnum):
@@ -152,6 +154,10 @@ _KNOBS = (
           lambda v: _is_int(v) and 0 <= v <= 1000, "an integer from 0 to 1000"),
     _Knob("fsync", "PAGEWAL_FSYNC", _parse_fsync, lambda v: isinstance(v, FsyncMode),
           "one of full, normal, off"),
+    _Knob("checkpoint_bytes", "PAGEWAL_CHECKPOINT_BYTES", _parse_bytes,
+          lambda v: _is_int(v) and MIN_CHECKPOINT_BYTES <= v <= MAX_CHECKPOINT_BYTES,
+          f"a byte count from {MIN_CHECKPOINT_BYTES} to {MAX_CHECKPOINT_BYTES} "
+          "(suffixes K/KiB, M/MiB, G/GiB allowed)"),
 )
 _KNOB_BY_FIELD = {knob.field: knob for knob in _KNOBS}
 _KNOB_BY_VARIABLE = {knob.variable: knob for knob in _KNOBS}
@@ -195,6 +201,9 @@ class WalConfig:
     ``max_batch_bytes``: the largest encoded commit on the parallel path (default: the lane
     capacity); larger commits take the serialized path.
     ``fsync``: see :class:`FsyncMode`; the only knob that changes what a crash can lose.
+    ``checkpoint_bytes`` (used by :class:`pagewal.WalPager`): log bytes written since the last
+    checkpoint that start an automatic checkpoint; the pager's read overlay holds at most about
+    twice this much (writers wait beyond that). Does not change what a crash can lose.
     """
 
     mode: Mode = attrs.field(default=Mode.AUTO, converter=_to_mode, validator=_validate)
@@ -206,6 +215,7 @@ class WalConfig:
     shadow_compare_per_mille: int = attrs.field(default=0, validator=_validate)
     fsync: FsyncMode = attrs.field(default=FsyncMode.FULL, converter=_to_fsync,
                                    validator=_validate)
+    checkpoint_bytes: int = attrs.field(default=64 << 20, validator=_validate)
 
     def __attrs_post_init__(self) -> None:
         if self.max_batch_bytes is not None and self.max_batch_bytes > self.lane_capacity_bytes:

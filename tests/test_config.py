@@ -26,6 +26,7 @@ DESIGN_VARIABLES = {
     "PAGEWAL_MAX_FLUSH_DELAY_MS": "max_flush_delay_ms",
     "PAGEWAL_SHADOW_COMPARE_PER_MILLE": "shadow_compare_per_mille",
     "PAGEWAL_FSYNC": "fsync",
+    "PAGEWAL_CHECKPOINT_BYTES": "checkpoint_bytes",  # used by the pager
 }
 FIELDS = {a.name for a in attrs.fields(WalConfig)}
 
@@ -59,6 +60,7 @@ def test_defaults_match_the_design_table() -> None:
     assert config.effective_max_flush_delay_ms == 10
     assert config.shadow_compare_per_mille == 0
     assert config.fsync is FsyncMode.FULL
+    assert config.checkpoint_bytes == 64 * MIB
 
 
 def test_from_env_with_no_variables_equals_the_defaults() -> None:
@@ -144,6 +146,9 @@ VALID_ENV = [
     ("PAGEWAL_FSYNC", "off", FsyncMode.OFF),
     ("PAGEWAL_FSYNC", " OFF ", FsyncMode.OFF),
     ("PAGEWAL_FSYNC", "Normal", FsyncMode.NORMAL),
+    ("PAGEWAL_CHECKPOINT_BYTES", "64K", 64 * KIB),
+    ("PAGEWAL_CHECKPOINT_BYTES", "256 MiB", 256 * MIB),
+    ("PAGEWAL_CHECKPOINT_BYTES", "1099511627776", 1 << 40),
 ]
 
 
@@ -249,6 +254,7 @@ ACCEPTED_WORDS = {
     "PAGEWAL_MAX_FLUSH_DELAY_MS": ["milliseconds", "60000"],
     "PAGEWAL_SHADOW_COMPARE_PER_MILLE": ["0", "1000"],
     "PAGEWAL_FSYNC": ["full", "normal", "off"],
+    "PAGEWAL_CHECKPOINT_BYTES": [str(64 * KIB), str(1 << 40), "KiB", "MiB"],
 }
 
 # Values that do not even parse: the error must carry the raw text.
@@ -294,6 +300,10 @@ UNPARSABLE_ENV = [
     ("PAGEWAL_FSYNC", ""),
     ("PAGEWAL_FSYNC", "true"),
     ("PAGEWAL_FSYNC", "fsync"),
+    ("PAGEWAL_CHECKPOINT_BYTES", "lots"),
+    ("PAGEWAL_CHECKPOINT_BYTES", ""),
+    ("PAGEWAL_CHECKPOINT_BYTES", "-64K"),
+    ("PAGEWAL_CHECKPOINT_BYTES", "1.5G"),
 ]
 
 # Values that parse but are out of range (or inconsistent with another knob).
@@ -312,6 +322,9 @@ OUT_OF_RANGE_ENV = [
     ("PAGEWAL_MAX_FLUSH_DELAY_MS", "-1"),
     ("PAGEWAL_MAX_FLUSH_DELAY_MS", "0"),
     ("PAGEWAL_SHADOW_COMPARE_PER_MILLE", "1001"),
+    ("PAGEWAL_CHECKPOINT_BYTES", "0"),
+    ("PAGEWAL_CHECKPOINT_BYTES", "65535"),
+    ("PAGEWAL_CHECKPOINT_BYTES", "2048G"),
 ]
 
 def test_malformed_value_tables_cover_every_design_variable() -> None:
@@ -472,6 +485,10 @@ INVALID_IN_CODE = [
     ("shadow_compare_per_mille", 1001),
     ("fsync", "sometimes"),
     ("fsync", None),
+    ("checkpoint_bytes", 0),
+    ("checkpoint_bytes", (64 << 10) - 1),
+    ("checkpoint_bytes", (1 << 40) + 1),
+    ("checkpoint_bytes", "64MiB"),
 ]
 
 
