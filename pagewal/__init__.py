@@ -2,10 +2,11 @@
 
 Stage page after-images from many threads, make them durable together once per epoch (group
 commit), and after any crash recover exactly the committed pages. See README.md for the
-durability promise of each setting.
+durability promise of each setting. :class:`WalPager` is a page store built on the log.
 """
 
 from ._chain import Record, RecoveryResult, SegmentInfo, SkippedSegment
+from ._checkpoint import CheckpointResult
 from ._codec import (
     MAX_IMAGE_SIZE,
     ChainPosition,
@@ -21,10 +22,12 @@ from ._errors import (
     CorruptSegmentError,
     ImageTooLargeError,
     InvalidCommitError,
+    InvalidPageError,
     LogLockedError,
     PagewalError,
 )
 from ._fs import FileSystem, OsFileSystem
+from ._pager import PagerStats, Transaction, WalPager
 from ._recovery import recover
 from ._stats import FallbackReason, Ticket, WalStats
 from ._wal import Wal
@@ -35,6 +38,7 @@ __all__ = [
     "MAX_IMAGE_SIZE",
     "BrokenLogError",
     "ChainPosition",
+    "CheckpointResult",
     "ClosedError",
     "ConfigError",
     "CorruptSegmentError",
@@ -44,9 +48,11 @@ __all__ = [
     "FsyncMode",
     "ImageTooLargeError",
     "InvalidCommitError",
+    "InvalidPageError",
     "LogLockedError",
     "Mode",
     "OsFileSystem",
+    "PagerStats",
     "PagewalError",
     "Record",
     "RecoveryResult",
@@ -54,8 +60,10 @@ __all__ = [
     "SegmentInfo",
     "SkippedSegment",
     "Ticket",
+    "Transaction",
     "Wal",
     "WalConfig",
+    "WalPager",
     "WalStats",
     "decode_segment",
     "recover",

@@ -37,8 +37,14 @@ class ImageTooLargeError(InvalidCommitError):
     """A page after-image is longer than 65,536 bytes (or empty); nothing was staged."""
 
 
+class InvalidPageError(PagewalError, ValueError):
+    """A pager was handed a page it cannot store: a page number outside 0..2**32-1, an image
+    that is not exactly ``page_size`` bytes, or a ``page_size`` the pager does not support (or
+    that differs from the one the log was written with). Nothing was staged."""
+
+
 class ClosedError(PagewalError):
-    """The log was closed; open it again to continue."""
+    """The log (or pager) was closed; open it again to continue."""
 
 
 class LogLockedError(PagewalError):

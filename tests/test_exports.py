@@ -33,7 +33,8 @@ def test_public_classes_and_functions_have_docstrings() -> None:
 def test_errors_form_one_hierarchy() -> None:
     errors = [pagewal.BrokenLogError, pagewal.ClosedError, pagewal.ConfigError,
               pagewal.CorruptSegmentError, pagewal.ImageTooLargeError,
-              pagewal.InvalidCommitError]
+              pagewal.InvalidCommitError, pagewal.InvalidPageError, pagewal.LogLockedError]
     assert all(issubclass(e, pagewal.PagewalError) for e in errors)
     assert issubclass(pagewal.ImageTooLargeError, ValueError)
     assert issubclass(pagewal.ConfigError, ValueError)
+    assert issubclass(pagewal.InvalidPageError, ValueError)

@@ -1,0 +1,511 @@
+"""WalPager: a page store over a data file, with pagewal as its write-ahead log.
+
+Pages live in the data file at ``page_no * page_size``; the log's files live beside it. A
+transaction's writes become one commit of the log. Once the commit is acknowledged (or, with
+``durable=False``, once it is staged) its pages are installed in the **read overlay**, an
+in-memory map of page → newest committed image, and served from there until a checkpoint has
+written them into the data file. Reads therefore never see stale bytes from the data file.
+
+Visibility is read-committed: :meth:`WalPager.read` returns the newest installed image of the
+page; a commit's pages are installed together under one lock, so a reader never sees part of
+a commit in the overlay. A transaction also sees its own writes.
+
+Checkpoints (see ``_checkpoint``) run on a background thread when the log has grown by
+``config.checkpoint_bytes`` since the last one, or when :meth:`WalPager.checkpoint` is called.
+While a checkpoint writes a batch of pages into the data file, those pages are pinned in the
+overlay first, so no reader reads a page the checkpoint is rewriting; a reader that looked in
+the overlay before the pin retries (``_generation`` changed).
+
+Locks: ``_checkpoint_lock`` (one checkpoint at a time) → ``_state`` (overlay, counters, the
+condition writers wait on). The log's own locks are never held while taking ``_state``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+
+import attrs
+
+from ._checkpoint import CheckpointResult, run_checkpoint
+from ._codec import MAX_IMAGE_SIZE, MAX_PAGE_NO, RECORD_OVERHEAD, ChainPosition
+from ._config import FsyncMode, WalConfig
+from ._errors import (
+    BrokenLogError,
+    ClosedError,
+    CorruptSegmentError,
+    InvalidPageError,
+    PagewalError,
+)
+from ._fs import FileSystem, OsFileSystem
+from ._recovery import LogFiles
+from ._stats import Ticket, WalStats
+from ._wal import Wal
+
+MIN_PAGE_SIZE = 512
+
+_Image = bytes | memoryview
+
+
+@attrs.frozen(kw_only=True)
+class PagerStats:
+    """A snapshot of a pager's counters (``WalPager.statistics()``); times are in seconds.
+
+    ``overlay_bytes`` counts page images held in memory (``overlay_pages * page_size``);
+    writers wait while it exceeds ``overlay_limit_bytes``.
+    """
+
+    page_size: int
+    page_count: int
+    overlay_pages: int
+    overlay_bytes: int
+    overlay_limit_bytes: int
+    log_bytes_since_checkpoint: int
+    checkpoint_position: ChainPosition
+    checkpoints: int
+    checkpoint_seconds_total: float
+    pages_checkpointed: int
+    transactions_committed: int
+    overlay_waits: int
+    wal: WalStats
+
+
+def _check_page_size(page_size: object) -> int:
+    if (not isinstance(page_size, int) or isinstance(page_size, bool)
+            or not MIN_PAGE_SIZE <= page_size <= MAX_IMAGE_SIZE
+            or page_size & (page_size - 1)):
+        raise InvalidPageError(f"page_size={page_size!r} is not valid: expected a power of two "
+                               f"from {MIN_PAGE_SIZE} to {MAX_IMAGE_SIZE}")
+    return page_size
+
+
+class WalPager:
+    """A page store: ``page_size``-byte pages in a data file, made durable by a :class:`Wal`.
+
+    Open with :meth:`open`, which recovers. Thread-safe: any number of threads may read and run
+    transactions at once (one :class:`Transaction` per thread). Durability is the log's: with
+    ``fsync=full`` a transaction committed with ``durable=True`` survives power loss when
+    :meth:`Transaction.commit` returns.
+
+    Memory: the read overlay holds one image per page committed since the last checkpoint
+    (about ``page_size + 100`` bytes each). Writers wait before committing while it holds more
+    than ``2 * config.checkpoint_bytes`` (a checkpoint is then running), so it stays under
+    that bound plus one transaction per committing thread; a checkpoint adds at most one batch
+    of 64 MiB of segment data while it runs.
+    """
+
+    def __init__(
+        self, files: LogFiles, fs: FileSystem, wal: Wal, data_fd: int, page_size: int,
+        page_count: int,
+    ) -> None:
+        self._files = files
+        self._fs = fs
+        self._wal = wal
+        self._data_fd = data_fd
+        self._page_size = page_size
+        config = wal.config
+        self._sync = config.fsync is not FsyncMode.OFF
+        self._checkpoint_bytes = config.checkpoint_bytes
+        self._overlay_limit = 2 * config.checkpoint_bytes
+
+        self._checkpoint_lock = threading.Lock()
+        # Guarded by _state.
+        self._state = threading.Condition(threading.Lock())
+        self._overlay: dict[int, tuple[int, _Image]] = {}  # page_no -> (commit_seq, image)
+        self._checkpointed = wal.recovery.base
+        self._applied_seq = self._checkpointed.commit_seq  # seqs <= it are in the data file
+        self._generation = 0  # bumped when a checkpoint pins pages it is about to rewrite
+        self._page_count = page_count
+        self._log_bytes = 0  # bytes committed since the last checkpoint
+        self._readers = 0
+        self._closed = False
+        self._broken: tuple[str, BaseException] | None = None
+        self._stop = False
+        self._counters = {"checkpoints": 0, "pages_checkpointed": 0, "transactions": 0,
+                          "overlay_waits": 0}
+        self._checkpoint_seconds = 0.0
+        self._checkpointer: threading.Thread | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        page_size: int = 4096,
+        config: WalConfig | None = None,
+        *,
+        fs: FileSystem | None = None,
+    ) -> WalPager:
+        """Open (creating if needed) the page store whose data file is ``path``.
+
+        Recovery runs first: the checkpoint file and the segments after it are validated, and
+        the committed pages they hold are applied to the data file (a checkpoint), so the
+        store holds exactly the committed pages; new commits continue the commit sequence.
+        ``config`` defaults to ``WalConfig.from_env()``. Raises :class:`InvalidPageError` for a
+        ``page_size`` that is unsupported or differs from the log's, :class:`LogLockedError`
+        if the store is open elsewhere, :class:`CorruptSegmentError` for a corrupt log.
+        """
+        page_size = _check_page_size(page_size)
+        files = LogFiles.for_db(path)
+        fs = fs or OsFileSystem()
+        config = WalConfig.from_env() if config is None else config
+        wal = Wal.open(files.path(files.db_name), config, fs=fs)
+        try:
+            recovery = wal.recovery
+            data_path = files.path(files.db_name)
+            if recovery.base.commit_seq and files.db_name not in fs.listdir(files.directory):
+                raise CorruptSegmentError(
+                    data_path, 0, f"the checkpoint says commits up to {recovery.base.commit_seq} "
+                    "are in this data file, but it is missing; restore it (or move the log "
+                    "files away to start empty)")
+            lengths = {int(n) for n in set(recovery.records["image_length"].tolist())}
+            if lengths - {page_size}:
+                raise InvalidPageError(
+                    f"{data_path}: the log holds {sorted(lengths)}-byte images but "
+                    f"page_size={page_size}; open it with the page size it was written with")
+            data_fd = fs.open_for_update(data_path)
+        except BaseException:
+            wal.close()
+            raise
+        try:
+            page_count = -(-fs.file_size(data_fd) // page_size)
+            if recovery.records.size:
+                page_count = max(page_count, int(recovery.records["page_no"].max()) + 1)
+            pager = cls(files, fs, wal, data_fd, page_size, page_count)
+        except BaseException:
+            fs.close(data_fd)
+            wal.close()
+            raise
+        try:
+            if recovery.segments:
+                pager.checkpoint()  # the recovered commits go into the data file now
+        except BaseException:
+            with contextlib.suppress(PagewalError):
+                pager.close()
+            raise
+        pager._checkpointer = threading.Thread(target=pager._run_checkpointer,
+                                               name="pagewal-checkpointer", daemon=True)
+        pager._checkpointer.start()
+        return pager
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def page_size(self) -> int:
+        return self._page_size
+
+    @property
+    def page_count(self) -> int:
+        """Pages in the store: one past the highest page number committed or in the data file.
+        Pages never written read as zeros."""
+        return self._page_count
+
+    @property
+    def wal(self) -> Wal:
+        """The log underneath (for its statistics and durability waits)."""
+        return self._wal
+
+    def __enter__(self) -> WalPager:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.close()
+        except PagewalError:
+            if exc is None:
+                raise
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, page_no: int) -> bytes:
+        """The newest committed image of ``page_no`` (zeros if it was never written)."""
+        offset = self._check_page_no(page_no) * self._page_size
+        while True:
+            with self._state:
+                self._raise_if_unusable()
+                entry = self._overlay.get(page_no)
+                if entry is not None:
+                    return bytes(entry[1])
+                generation = self._generation
+                self._readers += 1
+            try:
+                data = self._fs.pread(self._data_fd, self._page_size, offset)
+            finally:
+                with self._state:
+                    self._readers -= 1
+                    if not self._readers:
+                        self._state.notify_all()
+            if self._generation == generation:  # no checkpoint pinned pages meanwhile
+                return data.ljust(self._page_size, b"\0")
+
+    # ------------------------------------------------------------------ writing
+
+    def transaction(self, *, txn_id: int = 0) -> Transaction:
+        """Begin a transaction: use it as a context manager, or call commit()/rollback().
+
+        ``txn_id`` is stored with each record of its commit (for tools; 0 = none).
+        """
+        self._raise_if_unusable()
+        return Transaction(self, txn_id)
+
+    def wait_durable(self, ticket: Ticket, timeout: float | None = None) -> None:
+        """Wait until a transaction committed with ``durable=False`` is durable."""
+        self._wal.wait_durable(ticket, timeout=timeout)
+
+    def _commit(self, writes: Mapping[int, bytes], txn_id: int, durable: bool) -> Ticket:
+        with self._state:
+            # Bounded memory: wait while the overlay is over its limit (a checkpoint runs).
+            if self._overlay_bytes() > self._overlay_limit:
+                self._counters["overlay_waits"] += 1
+                while self._overlay_bytes() > self._overlay_limit:
+                    self._raise_if_unusable()
+                    self._state.notify_all()  # wakes the checkpointer
+                    self._state.wait()
+            self._raise_if_unusable()
+        pages = sorted(writes.items())
+        ticket = self._wal.submit(pages, txn_id=txn_id)
+        if durable:
+            self._wal.wait_durable(ticket)
+        self._install(ticket.commit_seq, pages)
+        return ticket
+
+    def _install(self, commit_seq: int, pages: Sequence[tuple[int, bytes]]) -> None:
+        """Make a commit visible: all its pages at once, never over a newer image."""
+        with self._state:
+            # Pages of a commit the checkpoint already wrote are in the data file, or newer.
+            if commit_seq > self._applied_seq:
+                for page_no, image in pages:
+                    entry = self._overlay.get(page_no)
+                    if entry is None or entry[0] < commit_seq:
+                        self._overlay[page_no] = (commit_seq, image)
+            self._page_count = max(self._page_count, pages[-1][0] + 1)
+            self._log_bytes += len(pages) * (self._page_size + RECORD_OVERHEAD)
+            self._counters["transactions"] += 1
+            if self._log_bytes >= self._checkpoint_bytes:
+                self._state.notify_all()
+
+    def _overlay_bytes(self) -> int:
+        return len(self._overlay) * self._page_size
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self) -> CheckpointResult:
+        """Write every committed page into the data file and retire the log segments holding
+        them (see ``pagewal._checkpoint`` for the crash-safe order of steps).
+
+        Commits staged before the call are made durable first. A failure breaks the pager
+        (:class:`BrokenLogError`, cause chained): the data file may have lost writes, so it is
+        not read again until the store is reopened, which replays the log.
+        """
+        with self._checkpoint_lock:
+            with self._state:
+                self._raise_if_unusable()
+                counted = self._log_bytes
+            self._wal.flush()
+            target = self._wal.durable_position
+            self._wal.sync()  # fsync=normal: the segments are fsynced before any is deleted
+            try:
+                result = self._run_checkpoint(self._fs, target)
+            except (OSError, PagewalError) as error:
+                self._break(f"checkpoint to epoch {target.epoch} failed ({error}); reopen the "
+                            "store to replay the log", error)
+                raise BrokenLogError(self._broken_message()) from error
+            with self._state:
+                self._checkpointed = target
+                self._applied_seq = target.commit_seq
+                self._log_bytes -= min(counted, self._log_bytes)
+                self._counters["checkpoints"] += 1
+                self._counters["pages_checkpointed"] += result.pages_written
+                self._checkpoint_seconds += result.seconds
+                self._state.notify_all()
+            return result
+
+    def _run_checkpoint(self, fs: FileSystem, target: ChainPosition) -> CheckpointResult:
+        return run_checkpoint(
+            self._files, fs, self._data_fd, page_size=self._page_size, base=self._checkpointed,
+            target=target, sync=self._sync, before_write=self._pin, on_written=self._unpin)
+
+    def _pin(self, page_nos: Sequence[int], commit_seqs: Sequence[int],
+             images: Sequence[memoryview]) -> None:
+        """Before a batch is written: serve its pages from memory while the data file changes."""
+        with self._state:
+            for page_no, commit_seq, image in zip(page_nos, commit_seqs, images, strict=True):
+                entry = self._overlay.get(page_no)
+                if entry is None or entry[0] < commit_seq:
+                    self._overlay[page_no] = (commit_seq, image)
+            self._generation += 1
+
+    def _unpin(self, page_nos: Sequence[int], commit_seqs: Sequence[int],
+               images: Sequence[memoryview]) -> None:
+        """After a batch is written: the data file now holds these images; drop them (and any
+        older ones) from the overlay."""
+        with self._state:
+            for page_no, commit_seq in zip(page_nos, commit_seqs, strict=True):
+                entry = self._overlay.get(page_no)
+                if entry is not None and entry[0] <= commit_seq:
+                    del self._overlay[page_no]
+            self._applied_seq = max(self._applied_seq, max(commit_seqs, default=0))
+            self._state.notify_all()
+
+    def _run_checkpointer(self) -> None:
+        while True:
+            with self._state:
+                while not self._stop and self._broken is None and not (
+                        self._log_bytes >= self._checkpoint_bytes
+                        or self._overlay_bytes() > self._overlay_limit):
+                    self._state.wait()
+                if self._stop or self._broken is not None:
+                    return
+            try:
+                self.checkpoint()
+            except ClosedError:
+                return
+            except PagewalError as error:
+                # Writers waiting for overlay space must hear of it rather than wait forever.
+                self._break(f"an automatic checkpoint failed: {error}", error)
+                return
+
+    # ------------------------------------------------------------------ closing, state
+
+    def close(self) -> None:
+        """Stop the checkpointer, make staged commits durable, close the log and the data
+        file. Idempotent. Does not checkpoint: the next :meth:`open` replays the log."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = self._stop = True
+            self._state.notify_all()
+        try:
+            if self._checkpointer is not None:
+                self._checkpointer.join()
+            self._wal.close()
+        finally:
+            with self._state:
+                while self._readers:
+                    self._state.wait()
+            self._fs.close(self._data_fd)
+        if self._broken is not None:
+            raise BrokenLogError(self._broken_message()) from self._broken[1]
+
+    def statistics(self) -> PagerStats:
+        """A snapshot of the counters."""
+        wal_stats = self._wal.statistics()
+        with self._state:
+            return PagerStats(
+                page_size=self._page_size, page_count=self._page_count,
+                overlay_pages=len(self._overlay), overlay_bytes=self._overlay_bytes(),
+                overlay_limit_bytes=self._overlay_limit,
+                log_bytes_since_checkpoint=self._log_bytes,
+                checkpoint_position=self._checkpointed,
+                checkpoints=self._counters["checkpoints"],
+                checkpoint_seconds_total=self._checkpoint_seconds,
+                pages_checkpointed=self._counters["pages_checkpointed"],
+                transactions_committed=self._counters["transactions"],
+                overlay_waits=self._counters["overlay_waits"], wal=wal_stats)
+
+    def _check_page_no(self, page_no: object) -> int:
+        if not isinstance(page_no, int) or isinstance(page_no, bool):
+            raise InvalidPageError(f"page_no {page_no!r} is not an integer")
+        if not 0 <= page_no <= MAX_PAGE_NO:
+            raise InvalidPageError(f"page_no {page_no} is outside 0..{MAX_PAGE_NO}")
+        return page_no
+
+    def _check_image(self, page_no: int, data: object) -> bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidPageError(f"page {page_no}: the image must be bytes-like, not "
+                                   f"{type(data).__name__}")
+        image = bytes(data)
+        if len(image) != self._page_size:
+            raise InvalidPageError(f"page {page_no}: the image is {len(image)} bytes; pages of "
+                                   f"this store are exactly {self._page_size} bytes")
+        return image
+
+    def _raise_if_unusable(self) -> None:
+        """Call with ``_state`` held."""
+        if self._broken is not None:
+            raise BrokenLogError(self._broken_message()) from self._broken[1]
+        if self._closed:
+            raise ClosedError(f"{self._files.path(self._files.db_name)}: the pager is closed")
+
+    def _break(self, message: str, cause: BaseException) -> None:
+        with self._state:
+            if self._broken is None:
+                self._broken = (message, cause)
+            self._state.notify_all()
+
+    def _broken_message(self) -> str:
+        assert self._broken is not None
+        return f"{self._files.path(self._files.db_name)}: {self._broken[0]}"
+
+
+class Transaction:
+    """A set of page writes that commit together (all or nothing, also across a crash).
+
+    Use from one thread. As a context manager it commits on a clean exit and discards its
+    writes on an exception. Reads see the transaction's own writes, then committed pages.
+    """
+
+    def __init__(self, pager: WalPager, txn_id: int) -> None:
+        self._pager = pager
+        self._txn_id = txn_id
+        self._writes: dict[int, bytes] = {}
+        self._finished = False
+        self.ticket: Ticket | None = None
+        """The commit's ticket once committed (None for a transaction that wrote nothing)."""
+
+    def read(self, page_no: int) -> bytes:
+        """This transaction's write of ``page_no`` if any, else the committed page."""
+        self._raise_if_finished()
+        image = self._writes.get(page_no)
+        return image if image is not None else self._pager.read(page_no)
+
+    def write(self, page_no: int, data: bytes | bytearray | memoryview) -> None:
+        """Replace ``page_no`` with ``data`` (exactly ``page_size`` bytes) at commit."""
+        self._raise_if_finished()
+        page_no = self._pager._check_page_no(page_no)
+        self._writes[page_no] = self._pager._check_image(page_no, data)
+
+    def commit(self, *, durable: bool = True) -> Ticket | None:
+        """Commit the writes as one log commit.
+
+        ``durable=True``: return once it is durable (see :class:`WalPager`); it is visible to
+        readers from then on. ``durable=False``: return once it is staged; it is visible at
+        once and becomes durable within the log's flush delay (a crash before that loses it,
+        whole); ``pager.wait_durable(ticket)`` waits for it. Returns the ticket (None if
+        nothing was written). Raises :class:`BrokenLogError` or :class:`ClosedError` if the
+        store cannot take commits; the transaction is finished either way.
+        """
+        self._raise_if_finished()
+        self._finished = True
+        if not self._writes:
+            return None
+        self.ticket = self._pager._commit(self._writes, self._txn_id, durable)
+        return self.ticket
+
+    def rollback(self) -> None:
+        """Discard the writes."""
+        self._finished = True
+        self._writes.clear()
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._finished:
+            return
+        if exc is None:
+            self.commit()
+        else:
+            self.rollback()
+
+    def _raise_if_finished(self) -> None:
+        if self._finished:
+            raise ClosedError("the transaction has already been committed or rolled back")

@@ -1,0 +1,548 @@
+"""WalPager: transactions, the read overlay, checkpoints and recovery of the page store."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from conftest import RecordingFileSystem
+
+from pagewal import (
+    BrokenLogError,
+    ClosedError,
+    CorruptSegmentError,
+    InvalidPageError,
+    LogLockedError,
+    Ticket,
+    WalConfig,
+    WalPager,
+    recover,
+)
+from pagewal._codec import checkpoint_name, parse_segment_name
+from pagewal.harness import SimulatedFileSystem, crash_states
+
+PAGE = 4096
+FAST = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off")
+DURABLE = WalConfig(lanes=2, epoch_interval_ms=1, fsync="full")
+
+
+def image(page_no: int, version: int, size: int = PAGE) -> bytes:
+    """A page that names itself: any torn, stale or misplaced read shows."""
+    stamp = f"{page_no}:{version};".encode()
+    return (stamp * (size // len(stamp) + 1))[:size]
+
+
+def version_of(data: bytes, page_no: int) -> int:
+    """The version stamped in ``data``; fails the test on a torn or foreign page."""
+    if data == bytes(len(data)):
+        return 0
+    stamp = data.split(b";", 1)[0].decode()
+    number, version = (int(part) for part in stamp.split(":"))
+    assert number == page_no, f"page {page_no} holds page {number}'s image"
+    assert data == image(page_no, version, len(data)), f"page {page_no} is torn"
+    return version
+
+
+class Oracle:
+    """Expected page contents: commits applied in commit_seq order."""
+
+    def __init__(self) -> None:
+        self.commits: dict[int, dict[int, bytes]] = {}
+        self.lock = threading.Lock()
+
+    def add(self, ticket: Ticket | None, pages: dict[int, bytes]) -> None:
+        assert ticket is not None
+        with self.lock:
+            self.commits[ticket.commit_seq] = dict(pages)
+
+    def pages(self, upto: int | None = None) -> dict[int, bytes]:
+        result: dict[int, bytes] = {}
+        for seq in sorted(self.commits):
+            if upto is None or seq <= upto:
+                result.update(self.commits[seq])
+        return result
+
+
+def assert_store_equals(pager: WalPager, expected: dict[int, bytes], pages: range) -> None:
+    for page_no in pages:
+        assert pager.read(page_no) == expected.get(page_no, bytes(pager.page_size)), page_no
+
+
+def segments(db: Path) -> list[int]:
+    return sorted(e for n in os.listdir(db.parent) if (e := parse_segment_name(db.name, n)))
+
+
+def commit(pager: WalPager, pages: dict[int, bytes], *, durable: bool = True) -> Ticket:
+    with pager.transaction() as tx:
+        for page_no, data in pages.items():
+            tx.write(page_no, data)
+    assert tx.ticket is not None
+    if durable:
+        assert pager.wal.is_durable(tx.ticket)
+    return tx.ticket
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+def test_concurrent_transactions_from_16_threads_then_reopen_equal_an_oracle(
+    db_path: Path,
+) -> None:
+    oracle = Oracle()
+    config = WalConfig(lanes=2, epoch_interval_ms=1, fsync="full", checkpoint_bytes=256 << 10)
+
+    def work(pager: WalPager, index: int) -> None:
+        rng = random.Random(index)
+        for version in range(1, 41):
+            pages = {rng.randrange(300): image(index, version) for _ in range(rng.randint(1, 4))}
+            with pager.transaction() as tx:
+                for page_no, data in pages.items():
+                    tx.write(page_no, data)
+            oracle.add(tx.ticket, pages)
+
+    with WalPager.open(str(db_path), PAGE, config) as pager:
+        workers = [threading.Thread(target=work, args=(pager, i)) for i in range(16)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert sorted(oracle.commits) == list(range(1, 16 * 40 + 1))
+        assert_store_equals(pager, oracle.pages(), range(300))
+        stats = pager.statistics()
+        assert stats.checkpoints >= 1  # 640 commits of ~10 KiB cross 256 KiB many times
+        assert stats.overlay_bytes <= stats.overlay_limit_bytes + 16 * 4 * PAGE
+    with WalPager.open(str(db_path), PAGE, config) as pager:
+        assert segments(db_path) == []  # open applied the log to the data file, retired it
+        assert_store_equals(pager, oracle.pages(), range(300))
+        assert pager.page_count == max(oracle.pages()) + 1
+        # The commit sequence continues after the last commit.
+        assert commit(pager, {0: image(0, 99)}).commit_seq == 16 * 40 + 1
+
+
+def test_a_transaction_reads_its_own_writes_and_others_see_them_only_after_commit(
+    db_path: Path,
+) -> None:
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        commit(pager, {5: image(5, 1)})
+        tx = pager.transaction()
+        tx.write(5, image(5, 2))
+        tx.write(6, image(6, 2))
+        assert tx.read(5) == image(5, 2)
+        assert tx.read(6) == image(6, 2)
+
+        seen: list[bytes] = []
+        reader = threading.Thread(target=lambda: seen.extend([pager.read(5), pager.read(6)]))
+        reader.start()
+        reader.join()
+        assert seen == [image(5, 1), bytes(PAGE)]  # uncommitted writes are invisible
+        assert pager.transaction().read(6) == bytes(PAGE)
+
+        tx.commit()
+        reader = threading.Thread(target=lambda: seen.extend([pager.read(5), pager.read(6)]))
+        reader.start()
+        reader.join()
+        assert seen[2:] == [image(5, 2), image(6, 2)]
+
+
+def test_an_exception_inside_the_transaction_discards_its_writes(db_path: Path) -> None:
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        with pytest.raises(RuntimeError), pager.transaction() as tx:
+            tx.write(1, image(1, 1))
+            raise RuntimeError("abort")
+        assert pager.read(1) == bytes(PAGE)
+        assert tx.ticket is None
+        # No commit_seq was used: the next commit is 1.
+        assert commit(pager, {2: image(2, 1)}).commit_seq == 1
+    logged = recover(db_path)
+    assert [(r.commit_seq, r.page_no) for r in logged.iter_records()] == [(1, 2)]
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        assert pager.read(1) == bytes(PAGE)
+        assert pager.read(2) == image(2, 1)
+
+
+def test_readers_never_see_a_torn_or_partial_commit_while_checkpoints_run(
+    db_path: Path,
+) -> None:
+    """Each commit writes the same version to pages 0..3; a reader reading them in one
+    overlay-consistent pass must never see a page go back in version, and every page it sees
+    must be a whole image."""
+    config = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off", checkpoint_bytes=64 << 10)
+    stop = threading.Event()
+    problems: list[str] = []
+
+    with WalPager.open(str(db_path), PAGE, config) as pager:
+
+        def writer() -> None:
+            for version in range(1, 301):
+                commit(pager, {p: image(p, version) for p in range(4)}, durable=version % 2 == 0)
+            stop.set()
+
+        def reader() -> None:
+            latest = dict.fromkeys(range(4), 0)
+            while not stop.is_set():
+                for page_no in range(4):
+                    version = version_of(pager.read(page_no), page_no)
+                    if version < latest[page_no]:
+                        problems.append(f"page {page_no} went back from {latest[page_no]} to "
+                                        f"{version}")
+                    latest[page_no] = version
+
+        threads = [threading.Thread(target=writer)] + [
+            threading.Thread(target=reader) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert pager.statistics().checkpoints >= 5
+    assert problems == []
+
+
+def test_durable_false_returns_a_ticket_visible_at_once_and_durable_after_waiting(
+    db_path: Path,
+) -> None:
+    with WalPager.open(str(db_path), PAGE, WalConfig(epoch_interval_ms=50)) as pager:
+        with pager.transaction() as tx:
+            tx.write(3, image(3, 1))
+            ticket = tx.commit(durable=False)
+        assert ticket is not None
+        assert pager.read(3) == image(3, 1)
+        pager.wait_durable(ticket)
+        assert pager.wal.is_durable(ticket)
+    with WalPager.open(str(db_path), PAGE) as pager:
+        assert pager.read(3) == image(3, 1)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_writes_pages_into_the_data_file_and_retires_the_segments(
+    db_path: Path,
+) -> None:
+    oracle = Oracle()
+    with WalPager.open(str(db_path), PAGE, DURABLE) as pager:
+        for version in range(1, 6):
+            pages = {p: image(p, version) for p in range(version, version + 3)}
+            oracle.add(commit(pager, pages), pages)
+        assert segments(db_path)
+        result = pager.checkpoint()
+        assert result.position == pager.wal.durable_position
+        assert result.pages_written == 7  # pages 1..7, each once, its newest image
+        assert segments(db_path) == []
+        assert pager.statistics().overlay_pages == 0  # served from the data file now
+        assert_store_equals(pager, oracle.pages(), range(10))
+        data = db_path.read_bytes()
+        for page_no, expected in oracle.pages().items():
+            assert data[page_no * PAGE : (page_no + 1) * PAGE] == expected
+        assert pager.checkpoint().segments == 0  # nothing new: nothing written
+    assert recover(db_path).base == result.position
+
+
+def test_automatic_checkpoints_run_off_the_commit_path_and_bound_the_overlay(
+    db_path: Path, recording_fs: RecordingFileSystem
+) -> None:
+    config = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off", checkpoint_bytes=64 << 10)
+    gate = threading.Event()
+    recording_fs.gate["pwritev"] = gate  # the first checkpoint stalls writing the data file
+    pager = WalPager.open(str(db_path), PAGE, config, fs=recording_fs)
+    done = threading.Event()
+    oracle = Oracle()
+
+    def writer() -> None:
+        for n in range(64):  # 64 distinct pages = 256 KiB, twice the overlay limit
+            oracle.add(commit(pager, {n: image(n, 1)}), {n: image(n, 1)})
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    try:
+        thread.start()
+        # The writer must block: the overlay is full and the checkpoint cannot finish.
+        assert not done.wait(1.0)
+        stats = pager.statistics()
+        assert stats.overlay_waits >= 1
+        assert stats.overlay_bytes <= stats.overlay_limit_bytes + PAGE
+        # The data file is written by the checkpointer thread, never by a committer.
+        assert recording_fs.threads["pwritev"] == ["pagewal-checkpointer"]
+    finally:
+        gate.set()
+    thread.join(timeout=60)
+    assert done.is_set()
+    assert pager.statistics().checkpoints >= 1
+    assert_store_equals(pager, oracle.pages(), range(64))
+    pager.close()
+
+
+def test_fsync_normal_checkpoint_fsyncs_segments_before_deleting_them(db_path: Path) -> None:
+    """The log fsyncs fsync=normal segments later; a checkpoint that deleted one first would
+    make that later fsync fail and break the log."""
+    config = WalConfig(epoch_interval_ms=10_000, fsync="normal")
+    oracle = Oracle()
+    with WalPager.open(str(db_path), PAGE, config) as pager:
+        for version in range(1, 4):
+            oracle.add(commit(pager, {version: image(version, 1)}), {version: image(version, 1)})
+        pager.checkpoint()
+        oracle.add(commit(pager, {9: image(9, 1)}), {9: image(9, 1)})
+    with WalPager.open(str(db_path), PAGE, config) as pager:
+        assert_store_equals(pager, oracle.pages(), range(12))
+
+
+def test_a_failed_data_file_fsync_breaks_the_pager_and_reopen_recovers_every_commit(
+    db_path: Path, recording_fs: RecordingFileSystem
+) -> None:
+    oracle = Oracle()
+    pager = WalPager.open(str(db_path), PAGE, DURABLE, fs=recording_fs)
+    for n in range(5):
+        oracle.add(commit(pager, {n: image(n, 1)}), {n: image(n, 1)})
+    recording_fs.fail["fsync"] = lambda number, path: path == str(db_path)
+    with pytest.raises(BrokenLogError) as info:
+        pager.checkpoint()
+    assert isinstance(info.value.__cause__, OSError)
+    with pytest.raises(BrokenLogError):
+        pager.read(0)  # the data file may have lost writes: not read again
+    with pytest.raises(BrokenLogError):
+        commit(pager, {0: image(0, 2)})
+    with pytest.raises(BrokenLogError):
+        pager.close()
+    assert segments(db_path)  # nothing was retired
+    with WalPager.open(str(db_path), PAGE, DURABLE) as pager:
+        assert_store_equals(pager, oracle.pages(), range(6))
+
+
+def _crash_states_during_checkpoint(
+    seed: int,
+) -> Iterator[tuple[str, dict[str, bytes], dict[int, bytes]]]:
+    """Commit on the simulated file system, checkpoint, and yield every power-loss state at
+    every operation of the checkpoint with the pages expected (all commits were acked)."""
+    path = "/sim/store.db"
+    fs = SimulatedFileSystem()
+    oracle = Oracle()
+    config = WalConfig(lanes=2, epoch_interval_ms=1, fsync="full", checkpoint_bytes=1 << 30)
+    pager = WalPager.open(path, 512, config, fs=fs)
+    rng = random.Random(seed)
+    for version in range(1, 7):
+        pages = {rng.randrange(12): image(rng.randrange(12), version, 512) for _ in range(2)}
+        pages = {p: image(p, version, 512) for p in pages}
+        oracle.add(commit(pager, pages), pages)
+    start = fs.op_count()
+    pager.checkpoint()
+    end = fs.op_count()
+    pager.close()
+    for count, description, state in crash_states(
+            fs.initial, fs.ops, points=range(start, end + 1), rng=rng, torn_samples=1):
+        yield f"crash after op {count} ({description})", state, oracle.pages()
+
+
+def test_power_loss_at_every_step_of_a_checkpoint_reopens_to_exactly_the_committed_pages() -> (
+        None):
+    tried = 0
+    for where, state, expected in _crash_states_during_checkpoint(seed=3):
+        with WalPager.open("/sim/store.db", 512, DURABLE, fs=SimulatedFileSystem(state)) as pager:
+            for page_no in range(12):
+                assert pager.read(page_no) == expected.get(page_no, bytes(512)), where
+        tried += 1
+    assert tried > 50  # every step: data writes (torn too), fsync, checkpoint file, unlinks
+
+
+# --------------------------------------------------------------------------- typed errors
+
+
+def test_pages_of_the_wrong_size_and_bad_page_numbers_are_typed_errors(db_path: Path) -> None:
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        tx = pager.transaction()
+        for bad in (b"", b"x" * (PAGE - 1), b"x" * (PAGE + 1)):
+            with pytest.raises(InvalidPageError, match="exactly 4096 bytes"):
+                tx.write(0, bad)
+        with pytest.raises(InvalidPageError, match="bytes-like"):
+            tx.write(0, "text" * 1024)  # type: ignore[arg-type]
+        for page_no in (-1, 2**32):
+            with pytest.raises(InvalidPageError, match="outside"):
+                tx.write(page_no, image(0, 1))
+            with pytest.raises(InvalidPageError, match="outside"):
+                pager.read(page_no)
+        with pytest.raises(InvalidPageError, match="not an integer"):
+            pager.read(1.0)  # type: ignore[arg-type]
+        assert isinstance(InvalidPageError("x"), ValueError)
+        assert tx.commit() is None  # the rejected writes staged nothing
+    for page_size in (0, 1000, 256, 131072, True):
+        with pytest.raises(InvalidPageError, match="power of two"):
+            WalPager.open(str(db_path), page_size)
+
+
+def test_reopening_with_another_page_size_is_refused_while_the_log_holds_pages(
+    db_path: Path,
+) -> None:
+    pager = WalPager.open(str(db_path), PAGE, FAST)
+    commit(pager, {0: image(0, 1)})
+    pager.wal.close()  # leave the segment unapplied, as a crash would
+    with pytest.raises(InvalidPageError, match="4096"):
+        WalPager.open(str(db_path), 8192, FAST)
+    with WalPager.open(str(db_path), PAGE, FAST) as reopened:  # the lock was released
+        assert reopened.read(0) == image(0, 1)
+    pager.close()
+
+
+def test_use_after_close_is_a_typed_error(db_path: Path) -> None:
+    pager = WalPager.open(str(db_path), PAGE, FAST)
+    tx = pager.transaction()
+    tx.write(0, image(0, 1))
+    pager.close()
+    pager.close()  # idempotent
+    for call in (lambda: pager.read(0), pager.transaction, pager.checkpoint, tx.commit):
+        with pytest.raises(ClosedError):
+            call()
+    finished = WalPager.open(str(db_path), PAGE, FAST)
+    with finished.transaction() as tx2:
+        tx2.write(1, image(1, 1))
+    with pytest.raises(ClosedError, match="already been committed"):
+        tx2.write(2, image(2, 1))
+    finished.close()
+
+
+def test_a_second_pager_on_the_same_store_is_refused(db_path: Path) -> None:
+    with WalPager.open(str(db_path), PAGE, FAST), pytest.raises(LogLockedError):
+        WalPager.open(str(db_path), PAGE, FAST)
+
+
+def test_a_missing_data_file_behind_a_checkpoint_is_reported_not_read_as_zeros(
+    db_path: Path,
+) -> None:
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        commit(pager, {0: image(0, 1)})
+        pager.checkpoint()
+    db_path.unlink()
+    assert (db_path.parent / checkpoint_name(db_path.name)).exists()
+    with pytest.raises(CorruptSegmentError, match="missing"):
+        WalPager.open(str(db_path), PAGE, FAST)
+
+
+# --------------------------------------------------------------------------- sparse files
+
+
+def test_a_sparse_store_spanning_1_gib_works(db_path: Path) -> None:
+    last = (1 << 30) // PAGE - 1
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        commit(pager, {0: image(0, 1), last: image(last, 1)})
+        assert pager.page_count == last + 1
+        assert pager.read(last // 2) == bytes(PAGE)
+        pager.checkpoint()
+        assert pager.read(last) == image(last, 1)
+    stat = db_path.stat()
+    assert stat.st_size == 1 << 30
+    assert stat.st_blocks * 512 < 1 << 20  # sparse: the hole takes no space
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        assert pager.page_count == last + 1
+        assert pager.read(0) == image(0, 1)
+        assert pager.read(last) == image(last, 1)
+        assert pager.read(last // 2) == bytes(PAGE)
+        assert pager.read(last + 1000) == bytes(PAGE)  # past the end: a zero page
+
+
+def test_data_file_write_errors_are_reported_with_errno(db_path: Path,
+                                                         recording_fs: RecordingFileSystem
+                                                         ) -> None:
+    recording_fs.fail["pwritev"] = lambda number, path: True
+    pager = WalPager.open(str(db_path), PAGE, FAST, fs=recording_fs)
+    commit(pager, {0: image(0, 1)})
+    with pytest.raises(BrokenLogError) as info:
+        pager.checkpoint()
+    assert isinstance(info.value.__cause__, OSError)
+    assert info.value.__cause__.errno == errno.EIO
+    with pytest.raises(BrokenLogError):
+        pager.close()
+
+
+class _PausingFileSystem(RecordingFileSystem):
+    """Writes the data file in two halves with a pause between (``halfway`` is set in it), and
+    can hold a data-file pread until ``read_gate`` opens (``reading`` is set when one waits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.halfway = threading.Event()
+        self.resume = threading.Event()
+        self.reading = threading.Event()
+        self.read_gate: threading.Event | None = None
+
+    def pwritev(
+        self, fd: int, buffers: Sequence[bytes | bytearray | memoryview], offset: int
+    ) -> int:
+        data = b"".join(bytes(b) for b in buffers)
+        half = len(data) // 2
+        written = os.pwrite(fd, data[:half], offset)
+        self.halfway.set()
+        self.resume.wait()
+        return written + os.pwrite(fd, data[half:], offset + half)
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        if self.read_gate is not None:
+            self.reading.set()
+            self.read_gate.wait()
+        return super().pread(fd, size, offset)
+
+
+def _store_with_page_0_checkpointed(db_path: Path, fs: _PausingFileSystem) -> WalPager:
+    pager = WalPager.open(str(db_path), PAGE, FAST, fs=fs)
+    commit(pager, {0: image(0, 1)})
+    fs.resume.set()
+    pager.checkpoint()
+    fs.halfway.clear()
+    fs.resume.clear()
+    assert pager.statistics().overlay_pages == 0
+    return pager
+
+
+def test_a_page_the_checkpoint_is_rewriting_is_served_from_memory_not_half_written(
+    db_path: Path,
+) -> None:
+    fs = _PausingFileSystem()
+    pager = _store_with_page_0_checkpointed(db_path, fs)
+    installed = threading.Event()
+    real_install = pager._install
+
+    def slow_install(commit_seq: int, pages: Sequence[tuple[int, bytes]]) -> None:
+        installed.wait()  # a committer that has not yet installed its durable commit
+        real_install(commit_seq, pages)
+
+    pager._install = slow_install  # type: ignore[method-assign]
+    committer = threading.Thread(target=lambda: commit(pager, {0: image(0, 2)}))
+    committer.start()
+    checkpointer = threading.Thread(target=pager.checkpoint)
+    checkpointer.start()
+    assert fs.halfway.wait(30)  # the data file holds half of version 2 now
+    try:
+        assert version_of(pager.read(0), 0) == 2  # pinned: whole, and the durable version
+    finally:
+        fs.resume.set()
+        installed.set()
+        checkpointer.join()
+        committer.join()
+    assert pager.read(0) == image(0, 2)
+    pager.close()
+
+
+def test_a_reader_that_missed_the_overlay_before_a_checkpoint_rereads_its_page(
+    db_path: Path,
+) -> None:
+    fs = _PausingFileSystem()
+    pager = _store_with_page_0_checkpointed(db_path, fs)
+    gate = fs.read_gate = threading.Event()
+    seen: list[bytes] = []
+    reader = threading.Thread(target=lambda: seen.append(pager.read(0)))
+    reader.start()
+    assert fs.reading.wait(30)  # looked in the overlay (miss), about to read the data file
+    fs.read_gate = None
+    # Meanwhile version 2 commits and a checkpoint gets half way through writing it.
+    commit(pager, {0: image(0, 2)})
+    checkpointer = threading.Thread(target=pager.checkpoint)
+    checkpointer.start()
+    assert fs.halfway.wait(30)
+    gate.set()  # the reader reads the half-written page now
+    reader.join()
+    fs.resume.set()
+    checkpointer.join()
+    assert len(seen) == 1
+    assert version_of(seen[0], 0) == 2  # re-read from memory, never half of each version
+    pager.close()
