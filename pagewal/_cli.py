@@ -88,7 +88,6 @@ def _crash_test(args: argparse.Namespace) -> int:
     import random
 
     from .harness import _campaign
-    from .harness._mutants import MUTANTS
 
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     print(f"seed {seed} (rerun with --seed {seed})", flush=True)
@@ -99,9 +98,9 @@ def _crash_test(args: argparse.Namespace) -> int:
     if args.self_check:
         return 0 if _campaign.self_check(seed=seed, say=say) else EXIT_FAILED
     if args.mutant is not None:
-        if args.mutant not in MUTANTS:
-            print(f"pagewal: unknown mutant {args.mutant!r}; one of {', '.join(MUTANTS)}",
-                  file=sys.stderr)
+        if args.mutant not in _campaign.mutant_names():
+            print(f"pagewal: unknown mutant {args.mutant!r}; one of "
+                  f"{', '.join(_campaign.mutant_names())}", file=sys.stderr)
             return EXIT_USAGE
         return EXIT_FAILED if _campaign.run_mutant(args.mutant, seed=seed, say=say) else 0
     settings = (_campaign.CampaignSettings.long() if args.long

@@ -13,26 +13,26 @@ from pagewal._cli import main
 from pagewal._demo import run_demo
 
 
-def test_demo_commits_from_threads_and_recovers_every_acknowledged_commit(
+def test_demo_runs_transactions_checkpoints_reopens_and_verifies_every_page(
     tmp_path: Path
 ) -> None:
     lines: list[str] = []
-    report = run_demo(str(tmp_path), threads=4, seconds=0.3,
-                      config=WalConfig(lanes=2, epoch_interval_ms=2), say=lines.append)
+    config = WalConfig(lanes=2, epoch_interval_ms=2, checkpoint_bytes=256 << 10)
+    report = run_demo(str(tmp_path), threads=4, seconds=0.3, config=config, say=lines.append)
     assert report.ok
-    assert report.commits > 0
-    assert report.recovered_commits == report.commits
-    assert report.lost == report.wrong == 0
+    assert report.transactions > 0 and report.pages >= report.transactions
+    assert report.checkpoints >= 1  # ~1 MB of pages against a 256 KiB threshold
+    assert report.pages_verified == 10_000 and report.wrong == 0
     assert report.latency_p50_ms <= report.latency_p99_ms
-    assert f"recovered {report.commits} commits, 0 lost" in report.lines()[-1]
+    assert report.lines()[-1] == "verified 10000 pages against the oracle after reopening: 0 wrong"
     assert "demo.db" in lines[0]
 
 
-def test_demo_starts_from_a_fresh_log_each_run(tmp_path: Path) -> None:
+def test_demo_starts_from_a_fresh_store_each_run(tmp_path: Path) -> None:
     config = WalConfig(lanes=2, epoch_interval_ms=2, fsync="off")
     run_demo(str(tmp_path), threads=2, seconds=0.1, config=config, say=lambda _: None)
     second = run_demo(str(tmp_path), threads=2, seconds=0.1, config=config, say=lambda _: None)
-    assert second.ok and second.recovered_commits == second.commits
+    assert second.ok and second.pages_verified == 10_000
 
 
 def test_module_entry_point_runs_the_demo(tmp_path: Path) -> None:
@@ -42,8 +42,8 @@ def test_module_entry_point_runs_the_demo(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, check=False,
         env={"PAGEWAL_FSYNC": "off", "PATH": "/usr/bin:/bin"})
     assert completed.returncode == 0, completed.stderr
-    assert "0 lost" in completed.stdout
-    assert "commits/s" in completed.stdout and "p99" in completed.stdout
+    assert "0 wrong" in completed.stdout
+    assert "pages/s" in completed.stdout and "p99" in completed.stdout
 
 
 def test_env_reports_each_value_and_its_source(
@@ -78,7 +78,8 @@ def test_crash_test_quick_configuration_passes_and_prints_its_figures(tmp_path: 
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     out = completed.stdout
     assert "seed 5 (rerun with --seed 5)" in out
-    for figure in ("power loss total:", "faults total: 9 / 9", "corruptions detected",
+    for figure in ("power loss total:", "(2 on the pager)", "power loss (pager)",
+                   "faults total: 14 / 14", "corruptions detected",
                    "20 kills", "lost = 0, partial = 0", "violations: 0"):
         assert figure in out
 

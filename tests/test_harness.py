@@ -9,8 +9,21 @@ from pathlib import Path
 import pytest
 
 from pagewal import Wal, WalConfig, recover
-from pagewal.harness import MUTANTS, Fault, SimulatedFileSystem, crash_states, run_power_loss
-from pagewal.harness._campaign import FAULT_PLANS, CampaignSettings, run_campaign
+from pagewal.harness import (
+    MUTANTS,
+    PAGER_MUTANTS,
+    Fault,
+    SimulatedFileSystem,
+    crash_states,
+    run_pager_power_loss,
+    run_power_loss,
+)
+from pagewal.harness._campaign import (
+    FAULT_PLANS,
+    PAGER_FAULT_PLANS,
+    CampaignSettings,
+    run_campaign,
+)
 from pagewal.harness._corruption import run_corruption
 from pagewal.harness._kill import run_kill_campaign
 from pagewal.harness._simfs import SECTOR
@@ -110,6 +123,30 @@ def test_injected_faults_fail_closed_and_keep_every_acknowledged_commit(
     label: str, faults: tuple[Fault, ...], must_break: bool
 ) -> None:
     report = run_power_loss(seed=31, faults=faults)
+    assert report.ok, report.lines()
+    assert report.broken_log == must_break
+
+
+def test_the_pager_survives_every_simulated_power_loss_with_checkpoints_running() -> None:
+    report = run_pager_power_loss(seed=13, threads=3, commits_per_thread=6, checkpoint_every=2)
+    assert report.ok, report.lines()
+    assert report.states > 100 and report.acked_commits == 18
+    assert report.acked_verified > report.acked_commits
+
+
+@pytest.mark.parametrize("name", sorted(PAGER_MUTANTS))
+def test_the_harness_reports_violations_for_each_broken_pager(name: str) -> None:
+    report = run_pager_power_loss(seed=22, pager_class=PAGER_MUTANTS[name])
+    assert not report.ok
+    assert report.partial + report.lost > 0
+
+
+@pytest.mark.parametrize(("label", "faults", "must_break"), PAGER_FAULT_PLANS,
+                         ids=[label for label, _, _ in PAGER_FAULT_PLANS])
+def test_injected_checkpoint_faults_fail_closed_and_keep_every_committed_page(
+    label: str, faults: tuple[Fault, ...], must_break: bool
+) -> None:
+    report = run_pager_power_loss(seed=32, faults=faults)
     assert report.ok, report.lines()
     assert report.broken_log == must_break
 

@@ -15,8 +15,9 @@ import attrs
 
 from ._corruption import run_corruption
 from ._kill import run_kill_campaign
-from ._mutants import MUTANTS
-from ._power_loss import run_power_loss
+from ._mutants import MUTANTS, PAGER_MUTANTS
+from ._pager_power_loss import run_pager_power_loss
+from ._power_loss import PowerLossReport, run_power_loss
 from ._simfs import Fault
 
 FAULT_PLANS: tuple[tuple[str, tuple[Fault, ...], bool], ...] = (
@@ -34,6 +35,17 @@ FAULT_PLANS: tuple[tuple[str, tuple[Fault, ...], bool], ...] = (
 )
 """(label, faults, whether the log must break)."""
 
+PAGER_FAULT_PLANS: tuple[tuple[str, tuple[Fault, ...], bool], ...] = (
+    ("pager: EIO on the 1st data file write", (Fault("pwritev", 1, path=".db"),), True),
+    ("pager: EIO on the 2nd data file fsync", (Fault("fsync", 2, path=".db"),), True),
+    ("pager: EIO on the 1st checkpoint file fsync",
+     (Fault("fsync", 1, path="-wal-checkpoint.tmp"),), True),
+    ("pager: EIO deleting the 2nd applied segment", (Fault("unlink", 2),), True),
+    ("pager: short data file writes (must be completed, not fail)",
+     (Fault("pwritev", 1, short_write=True, repeat=True),), False),
+)
+"""Faults in the pager's checkpoint: (label, faults, whether the pager must break)."""
+
 _SAMPLED_POINTS = 300
 _MUTANT_FAULTS = {"high-water-mark-durability": (Fault("fsync", 5),)}
 
@@ -46,6 +58,7 @@ class CampaignSettings:
     min_states: int
     kills: int
     sampled_workloads: int = 0  # large workloads whose crash points are sampled, not all tried
+    pager_seeds: int = 2  # pager workloads (checkpoints running), every crash point tried
 
     @classmethod
     def quick(cls) -> CampaignSettings:
@@ -54,7 +67,7 @@ class CampaignSettings:
     @classmethod
     def long(cls) -> CampaignSettings:
         return cls(seeds=10, threads=4, commits_per_thread=12, min_states=10_000, kills=200,
-                   sampled_workloads=3)
+                   sampled_workloads=3, pager_seeds=8)
 
 
 def run_campaign(
@@ -80,25 +93,36 @@ def run_campaign(
         violations += report.violation_count
         for line in report.lines():
             say(line)
+    for number in range(settings.pager_seeds):
+        report = run_pager_power_loss(seed=seed + number, threads=settings.threads,
+                                      commits_per_thread=settings.commits_per_thread)
+        states += report.states
+        violations += report.violation_count
+        for line in report.lines():
+            say(line)
     say(f"power loss total: {states} crash states over "
-        f"{run + settings.sampled_workloads} workloads")
+        f"{run + settings.sampled_workloads + settings.pager_seeds} workloads "
+        f"({settings.pager_seeds} on the pager)")
 
-    must_break_ok = 0
-    for number, (label, faults, must_break) in enumerate(FAULT_PLANS):
-        report = run_power_loss(seed=seed + number, faults=faults)
+    plans_ok = 0
+    plans = [(label, faults, must_break, False) for label, faults, must_break in FAULT_PLANS]
+    plans += [(label, faults, must_break, True) for label, faults, must_break in PAGER_FAULT_PLANS]
+    for number, (label, faults, must_break, pager) in enumerate(plans):
+        report = (run_pager_power_loss(seed=seed + number, faults=faults) if pager
+                  else run_power_loss(seed=seed + number, faults=faults))
         fault_violations = report.violation_count
         if report.broken_log != must_break:
             fault_violations += 1
             say(f"  VIOLATION {label}: the log {'did not break' if must_break else 'broke'}")
         else:
-            must_break_ok += 1
+            plans_ok += 1
         violations += fault_violations
         say(f"fault: {label}: {report.states} crash states, acked {report.acked_commits}, "
             f"lost = {report.lost}, partial = {report.partial}, log broken: "
             f"{report.broken_log}; violations = {fault_violations}")
         for violation in report.violations:
             say(f"  VIOLATION {violation}")
-    say(f"faults total: {must_break_ok} / {len(FAULT_PLANS)} plans failed closed as required")
+    say(f"faults total: {plans_ok} / {len(plans)} plans failed closed as required")
 
     corruption = run_corruption(seed=seed)
     violations += corruption.violation_count
@@ -116,16 +140,26 @@ def run_campaign(
 
 def run_mutant(name: str, *, seed: int, say: Callable[[str], None] = print) -> int:
     """Run the power-loss search against a broken variant; return its violation count."""
-    report = run_power_loss(seed=seed, wal_class=MUTANTS[name],
-                            faults=_MUTANT_FAULTS.get(name, ()))
+    report: PowerLossReport
+    if name in PAGER_MUTANTS:
+        report = run_pager_power_loss(seed=seed, pager_class=PAGER_MUTANTS[name])
+    else:
+        report = run_power_loss(seed=seed, wal_class=MUTANTS[name],
+                                faults=_MUTANT_FAULTS.get(name, ()))
     say(f"mutant {name}:")
     for line in report.lines()[:5]:
         say(line)
     return report.violation_count
 
 
+def mutant_names() -> list[str]:
+    """Every broken variant: logs, then pagers."""
+    return [*MUTANTS, *PAGER_MUTANTS]
+
+
 def self_check(*, seed: int, say: Callable[[str], None] = print) -> bool:
     """True when the harness reports violations for every broken variant."""
-    caught = [name for name in MUTANTS if run_mutant(name, seed=seed, say=say) > 0]
-    say(f"self-check: harness caught {len(caught)} / {len(MUTANTS)} broken variants")
-    return len(caught) == len(MUTANTS)
+    names = mutant_names()
+    caught = [name for name in names if run_mutant(name, seed=seed, say=say) > 0]
+    say(f"self-check: harness caught {len(caught)} / {len(names)} broken variants")
+    return len(caught) == len(names)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 
+from .._checkpoint import CheckpointResult
 from .._codec import ChainPosition, Commit
 from .._fs import FileSystem, PublishTimes, publish_atomically
 from .._lanes import Lane
+from .._pager import WalPager
 from .._stats import Ticket
 from .._wal import Wal, _SealedEpoch
 
@@ -20,6 +22,21 @@ class _NoDirectorySync:
 
     def fsync_dir(self, directory: str) -> None:
         pass
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+class _NoFsyncOf:
+    """A file system that does not fsync one descriptor."""
+
+    def __init__(self, inner: FileSystem, fd: int) -> None:
+        self._inner = inner
+        self._fd = fd
+
+    def fsync(self, fd: int) -> None:
+        if fd != self._fd:
+            self._inner.fsync(fd)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
@@ -85,5 +102,19 @@ MUTANTS: dict[str, type[Wal]] = {
     "commit-straddles-epochs": CommitStraddlesEpochs,
     "high-water-mark-durability": HighWaterMarkDurability,
 }
-"""Each broken variant, by the name ``pagewal crash-test --mutant`` takes."""
+"""Each broken log, by the name ``pagewal crash-test --mutant`` takes."""
+
+
+class CheckpointSkipsDataFsync(WalPager):
+    """Records the checkpoint and deletes segments without fsyncing the data file first: a
+    power loss can then lose checkpointed pages whose only other copy was deleted."""
+
+    def _run_checkpoint(self, fs: FileSystem, target: ChainPosition) -> CheckpointResult:
+        return super()._run_checkpoint(_NoFsyncOf(fs, self._data_fd), target)  # type: ignore[arg-type]
+
+
+PAGER_MUTANTS: dict[str, type[WalPager]] = {
+    "checkpoint-skips-data-fsync": CheckpointSkipsDataFsync,
+}
+"""Each broken pager, by the name ``pagewal crash-test --mutant`` takes."""
 

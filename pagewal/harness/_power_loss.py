@@ -28,7 +28,7 @@ DB_PATH = "/simulated/db"
 _WAIT_SECONDS = 0.5
 
 
-class _AckTracker:
+class AckTracker:
     """When did the log first claim each commit durable, in file-operation counts?
 
     Checked before every file operation, so an acknowledgement is placed before the first
@@ -73,10 +73,11 @@ class PowerLossReport(Report):
     recovery_failures: int
     reopened: int
     broken_log: bool
+    workload: str = "wal"
 
     def summary(self) -> list[str]:
         return [
-            f"power loss: seed {self.seed}, {self.operations} file operations, "
+            f"power loss ({self.workload}): seed {self.seed}, {self.operations} file operations, "
             f"{self.crash_points} crash points, {self.states} crash states tried",
             f"  acked commits {self.acked_commits}, verified {self.acked_verified} times across "
             f"states; lost = {self.lost}, partial = {self.partial}, recovery failures = "
@@ -112,7 +113,7 @@ def run_power_loss(
     rng = random.Random(seed)
     fs = SimulatedFileSystem(faults=faults)
     wal = wal_class.open(DB_PATH, config, fs=fs)
-    acks = _AckTracker(wal)
+    acks = AckTracker(wal)
     fs.before_op = acks.observe
     broken = False
 
