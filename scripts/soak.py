@@ -29,7 +29,7 @@ def main() -> int:
                               say=lambda _: None)
         status = "ok" if report.ok else "FAILED"
         print(f"{status}: mode={mode} threads={threads} lane_capacity={capacity}: "
-              f"{report.commits} commits, {report.lost} lost, {report.wrong} wrong, "
+              f"{report.transactions} transactions, {report.wrong} wrong pages, "
               f"fallbacks {report.fallbacks}", flush=True)
         failures += not report.ok
     return 1 if failures else 0
