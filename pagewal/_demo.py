@@ -62,7 +62,7 @@ class DemoReport:
             f"commit latency: p50 {self.latency_p50_ms:.3f} ms, p99 {self.latency_p99_ms:.3f} ms",
             f"epochs: {self.epochs}, fallbacks: {fallbacks}",
             f"checkpoints while committing: {self.checkpoints} ({self.checkpoint_seconds:.2f} s); "
-            f"read overlay limit {self.overlay_limit_bytes / (1 << 20):g} MiB",
+            f"read overlay limit {self.overlay_limit_bytes / (1 << 20):,.0f} MiB",
             f"final checkpoint: {self.final_checkpoint_pages} pages in "
             f"{self.final_checkpoint_seconds:.3f} s; reopen {self.reopen_seconds:.3f} s",
             f"verified {self.pages_verified} pages against the oracle after reopening: "
@@ -88,7 +88,7 @@ def run_demo(
     say(f"store: {db_path} ({PAGE_SIZE}-byte pages; log mode {config.mode.value}, "
         f"{config.effective_lanes} lanes, fsync {config.fsync.value}, epoch "
         f"{config.epoch_interval_ms:g} ms, checkpoint every "
-        f"{config.checkpoint_bytes / (1 << 20):g} MiB)")
+        f"{config.checkpoint_bytes / (1 << 20):,.0f} MiB)")
 
     committed: list[list[tuple[int, dict[int, int]]]] = [[] for _ in range(threads)]
     latencies: list[list[float]] = [[] for _ in range(threads)]
