@@ -167,6 +167,17 @@ def test_kill_minus_nine_loses_no_acknowledged_commit(tmp_path: Path) -> None:
         assert wal.recovery.last_commit_seq == report.recovered_commits
 
 
+def test_kill_minus_nine_under_the_pager_loses_no_acknowledged_transaction(
+    tmp_path: Path,
+) -> None:
+    report = run_kill_campaign(str(tmp_path), seed=52, kills=3, threads=4, max_delay=0.3,
+                               workload="pager")
+    assert report.ok, report.lines()
+    assert report.acked_commits > 0
+    assert report.acked_verified >= report.acked_commits  # each is checked after every kill
+    assert "kill -9 (pager)" in report.lines()[0]
+
+
 def test_the_campaign_prints_figures_and_counts_no_violation(tmp_path: Path) -> None:
     lines: list[str] = []
     settings = CampaignSettings(seeds=1, threads=2, commits_per_thread=3, min_states=0, kills=1)

@@ -1,8 +1,8 @@
 """``pagewal crash-test``: every part of the harness in one run, with figures.
 
 Quick (the default, under a minute): exhaustive power-loss search over small workloads, the
-fault matrix, the corruption campaign and 20 kills. ``long``: at least 10,000 crash states and
-200 kills. The exit status is non-zero on any violation.
+fault matrix, the corruption campaign and 20 + 10 kills (log, pager). ``long``: at least 10,000
+crash states and 200 + 100 kills. The exit status is non-zero on any violation.
 """
 
 from __future__ import annotations
@@ -129,11 +129,12 @@ def run_campaign(
     for line in corruption.lines():
         say(line)
 
-    with tempfile.TemporaryDirectory(dir=directory) as work:
-        kill = run_kill_campaign(work, seed=seed, kills=settings.kills)
-    violations += kill.violation_count
-    for line in kill.lines():
-        say(line)
+    for workload, kills in (("wal", settings.kills), ("pager", settings.kills // 2)):
+        with tempfile.TemporaryDirectory(dir=directory) as work:
+            kill = run_kill_campaign(work, seed=seed, kills=kills, workload=workload)
+        violations += kill.violation_count
+        for line in kill.lines():
+            say(line)
     say(f"violations: {violations}")
     return violations
 
