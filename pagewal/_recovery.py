@@ -26,6 +26,7 @@ from ._chain import (
     check_continues,
 )
 from ._codec import (
+    QUARANTINE_SUFFIX,
     TEMP_SUFFIX,
     ChainPosition,
     DecodedSegment,
@@ -39,7 +40,6 @@ from ._codec import (
 from ._errors import CorruptSegmentError, LogLockedError
 from ._fs import FileSystem, OsFileSystem, publish_atomically
 
-QUARANTINE_SUFFIX = ".corrupt"
 _READ_ONLY_ATTEMPTS = 3
 
 Progress: TypeAlias = Callable[[int, int], None]
