@@ -43,7 +43,8 @@ from ._fs import FileSystem, OsFileSystem, publish_atomically
 _READ_ONLY_ATTEMPTS = 3
 
 Progress: TypeAlias = Callable[[int, int], None]
-"""``progress(done, total)``: called after each segment of the chain is checked."""
+"""``progress(done, total)``: called after each step of a long operation (here: after each
+segment of the chain is checked). The command line draws it as a progress bar."""
 
 
 @attrs.frozen
