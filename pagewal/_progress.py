@@ -2,15 +2,16 @@
 
 A bar is drawn only when its stream (stderr) is a terminal, so pipes, CI logs and files
 receive the commands' output and nothing else. While a bar is shown, lines printed to stdout
-go through it, so they appear above the bar instead of tearing it.
+are written above it instead of tearing it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 from collections.abc import Iterator
-from typing import TextIO, cast
+from typing import Any, TextIO, cast
 
 from ._recovery import Progress
 
@@ -34,7 +35,6 @@ def progress_bar(
         yield None
         return
     from tqdm import tqdm
-    from tqdm.contrib import DummyTqdmFile
 
     with tqdm(desc=description, unit=unit, file=stream, leave=False, dynamic_ncols=True) as bar:
 
@@ -45,5 +45,41 @@ def progress_bar(
             if done >= total:
                 bar.refresh()  # the finished state is always drawn, however fast
 
-        with contextlib.redirect_stdout(cast(TextIO, DummyTqdmFile(sys.stdout))):
-            yield update
+        above = _LinesAboveBar(bar, sys.stdout)
+        try:
+            with contextlib.redirect_stdout(cast(TextIO, above)):
+                yield update
+        finally:
+            above.close()
+
+
+class _LinesAboveBar(io.TextIOBase):
+    """Stands in for stdout while a bar is drawn: each whole line is written above the bar
+    (bar cleared, line written, bar redrawn), so output and bar never share a line."""
+
+    def __init__(self, bar: Any, stream: TextIO) -> None:
+        super().__init__()
+        self._bar = bar
+        self._stream = stream
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        lines, newline, self._pending = (self._pending + text).rpartition("\n")
+        if newline:
+            self._emit(lines + newline)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._pending:
+            self._emit(self._pending)
+            self._pending = ""
+        super().close()
+
+    def _emit(self, text: str) -> None:
+        self._bar.clear()
+        self._stream.write(text)
+        self._stream.flush()
+        self._bar.refresh()
