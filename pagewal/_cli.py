@@ -63,14 +63,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number")
     return value
@@ -306,8 +312,13 @@ def _recover(args: argparse.Namespace) -> int:
 
 def _bench(arguments: Sequence[str]) -> int:
     compare = _load_bench()
-    with progress_bar("bench", unit="step") as progress:
-        status = compare.main(list(arguments), progress=progress)
+    program = sys.argv[0]
+    sys.argv[0] = "pagewal bench"  # the suite's own usage and errors then name this command
+    try:
+        with progress_bar("bench", unit="step") as progress:
+            status = compare.main(list(arguments), progress=progress)
+    finally:
+        sys.argv[0] = program
     return int(status)
 
 
