@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import crc32c
@@ -224,7 +225,11 @@ def plot(cells: list[dict[str, Any]], path: str) -> None:
     figure.savefig(path, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None, *, progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Run the suite. ``progress(done, total)`` is called after each cell and measurement
+    (``pagewal bench`` draws it as a progress bar on a terminal)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="measured time per cell")
     parser.add_argument("--warmup", type=float, default=1.0, help="excluded warm-up per cell")
@@ -245,6 +250,17 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {s.strip() for s in args.systems.split(",")}
         peers = [p for p in peers if p.name in wanted | {"pagewal auto"}]
     thread_counts = [1, 16] if args.quick else [1, 4, 16]
+    neighbours = [p for p in peers
+                  if p.name in ("pagewal auto", "pagewal conservative", "naive group commit")]
+    total_steps = args.rounds * (2 * len(thread_counts) * len(peers) + len(neighbours)) + 3
+    done_steps = 0
+
+    def advance() -> None:
+        nonlocal done_steps
+        done_steps += 1
+        if progress is not None:
+            progress(done_steps, total_steps)
+
     def cell(peer: Peer, **kwargs: Any) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(dir=base) as directory:
             result = run_cell(peer, directory, seconds=args.seconds, warmup=args.warmup,
@@ -256,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{' +cpu' if result['neighbour'] else ''}: {result['commits_per_s']:>9,.0f} "
               f"commits/s  p99 {result['p99_ms']:.2f} ms  CPU {result['cpu_percent']:.0f}%",
               flush=True)
+        advance()
         return result
 
     rounds: list[list[dict[str, Any]]] = []
@@ -265,22 +282,24 @@ def main(argv: list[str] | None = None) -> int:
             for threads in thread_counts:
                 for peer in peers:
                     measured.append(cell(peer, pages=pages, threads=threads))
-        for peer in peers:
-            if peer.name in ("pagewal auto", "pagewal conservative", "naive group commit"):
-                measured.append(cell(peer, pages=1, threads=16, neighbour=True))
+        for peer in neighbours:
+            measured.append(cell(peer, pages=1, threads=16, neighbour=True))
         rounds.append(measured)
     cells = [_median_round([r[i] for r in rounds]) for i in range(len(rounds[0]))]
 
     machine: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=base) as directory:
         machine["fsync_4k"] = fsync_latency(directory, 2.0)
+        advance()
         big = next(c for c in cells if c["system"] == "pagewal auto" and c["pages"] == 16
                    and c["threads"] == 16 and not c["neighbour"])
         chunk = max(PAGE_SIZE, big["bytes_written"] // max(1, big["epochs"]))
         machine["sequential_write"] = sequential_bandwidth(
             directory, total_bytes=int(big["mb_per_s"] * 1e6 * args.seconds), chunk_bytes=chunk)
+        advance()
     with tempfile.TemporaryDirectory(dir=base) as directory:
         machine["recovery"] = recovery_benchmark(directory, args.recovery_gib)
+        advance()
     print(json.dumps(machine, indent=1))
 
     with open(os.path.join(args.out, "results.json"), "w") as file:

@@ -1,41 +1,121 @@
 """The ``pagewal`` command line (also ``python -m pagewal``).
 
-Expected failures (a bad variable, a corrupt segment, a missing directory) print one line and
-exit non-zero; only bugs produce a traceback.
+Argument parsing and printing only: the operator commands read logs through the same recovery
+loop and codec as everything else (``_recovery``, ``_codec``) and build their reports with
+the pure functions of ``_inspect``.
+
+Expected failures (a bad variable, a corrupt segment, a missing directory, a locked log)
+print one line, ``pagewal: error: ...``, to stderr and exit non-zero: 1 when the log is
+corrupt or the operation failed, 2 for usage and I/O errors. Only bugs produce a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
+from ._chain import RecoveryResult
+from ._codec import ChainPosition, SegmentHeader, decode_header, decode_segment
 from ._config import WalConfig, config_sources, knob_variables
 from ._demo import run_demo
-from ._errors import ConfigError, PagewalError
+from ._errors import ConfigError, CorruptSegmentError, PagewalError
+from ._fs import OsFileSystem
+from ._inspect import (
+    InspectReport,
+    LogListing,
+    SegmentFile,
+    databases_with_logs,
+    dump_lines,
+    epoch_ranges,
+    list_log_files,
+    recovery_lines,
+    segment_rows,
+    unreadable_log_report,
+    verify_report,
+)
+from ._progress import progress_bar
+from ._recovery import LogFiles, read_log, recover
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+BENCH_EXTRAS = ("matplotlib", "rocksdict", "lmdb")
+"""Modules ``bench.compare`` needs beyond pagewal's own dependencies (the ``bench`` extra)."""
+
+
+class UsageError(Exception):
+    """The command line names something that is not there (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other failure, instead of argparse's usage block.
+        self.exit(EXIT_USAGE, f"pagewal: error: {message} (see '{self.prog} --help')\n")
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number")
     return value
 
 
+def _epoch(text: str) -> int:
+    try:
+        value = int(text, 0)  # decimal, or 0x... as in segment file names
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an epoch number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not an epoch (epochs start at 1)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pagewal", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="pagewal", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    path_help = "the database path; its log files lie beside it (as for Wal.open)"
+    inspect = commands.add_parser(
+        "inspect", help="list a log's segments, their chain status, checkpoint and stray files")
+    inspect.add_argument("path", help=path_help)
+    verify = commands.add_parser(
+        "verify", help="validate a log read-only; exit 0 if valid, 1 if corrupt, 2 on errors")
+    verify.add_argument("path", help=path_help)
+    verify.add_argument("--json", action="store_true", help="print a machine-readable report")
+    dump = commands.add_parser("dump", help="print the records of one segment in file order")
+    dump.add_argument("path", help=path_help)
+    dump.add_argument("--epoch", type=_epoch, required=True, help="the segment's epoch")
+    recover_command = commands.add_parser(
+        "recover", help="recover the log (takes its lock, removes leftover temporary files)")
+    recover_command.add_argument("path", help=path_help)
+    recover_command.add_argument(
+        "--skip-corrupt", action="store_true",
+        help="keep the valid prefix of the chain and list the segments left out")
+    commands.add_parser(
+        "bench", add_help=False,
+        help="run the benchmark suite (bench.compare; source checkout only); arguments are "
+             "passed through, see 'pagewal bench --help'")
     demo = commands.add_parser(
         "demo", help="commit random pages from many threads, then recover and verify them")
     demo.add_argument("directory", nargs="?", default="pagewal-demo",
@@ -58,22 +138,208 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, passed_through = parser.parse_known_args(argv)
+    if passed_through and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(passed_through)}")
     try:
+        if args.command == "bench":
+            return _bench(passed_through)
         if args.command == "demo":
             return _demo(args)
         if args.command == "crash-test":
             return _crash_test(args)
+        if args.command == "inspect":
+            return _inspect(args)
+        if args.command == "verify":
+            return _verify(args)
+        if args.command == "dump":
+            return _dump(args)
+        if args.command == "recover":
+            return _recover(args)
         return _env()
-    except ConfigError as error:
-        print(f"pagewal: configuration error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except PagewalError as error:
-        print(f"pagewal: {error}", file=sys.stderr)
+    except (ConfigError, UsageError) as error:
+        return _fail(str(error), EXIT_USAGE)
+    except PagewalError as error:  # corrupt segment, locked or broken log
+        return _fail(str(error), EXIT_FAILED)
+    except BrokenPipeError:
+        # The reader went away (``pagewal dump ... | head``): not an error worth a line.
+        _silence_stdout()
         return EXIT_FAILED
     except OSError as error:
-        print(f"pagewal: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(str(error), EXIT_USAGE)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"pagewal: error: {message}", file=sys.stderr)
+    return status
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (tests capture it)
+        pass
+
+
+def _print_lines(lines: Sequence[str]) -> None:
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+
+
+# --------------------------------------------------------------------------- operator commands
+
+
+def _find_log(path: str) -> tuple[LogFiles, LogListing]:
+    """The log beside database ``path``; a :class:`UsageError` when there is none."""
+    if os.path.isdir(path):
+        names = os.listdir(path)
+        found = [os.path.join(path, name) for name in databases_with_logs(names)]
+        raise UsageError(f"{path} is a directory; give the database path whose log lies in it"
+                         + (f", e.g. {found[0]}" if found else " (no pagewal log is there)"))
+    try:
+        files = LogFiles.for_db(path)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    try:
+        names = os.listdir(files.directory)
+    except FileNotFoundError:
+        raise UsageError(f"no such directory: {files.directory}") from None
+    except NotADirectoryError:
+        raise UsageError(f"not a directory: {files.directory}") from None
+    listing = list_log_files(files.db_name, names)
+    if listing.empty:
+        others = databases_with_logs(names)
+        raise UsageError(
+            f"no pagewal log for {files.path(files.db_name)}: no {files.db_name}-wal-* files in "
+            f"{files.directory}" + (f" (logs there: {', '.join(others)})" if others else ""))
+    return files, listing
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    files, listing = _find_log(args.path)
+    db_path = files.path(files.db_name)
+    fs = OsFileSystem()
+    checkpoint: ChainPosition | CorruptSegmentError | None = None
+    chain: RecoveryResult | None = None
+    with progress_bar("inspect", unit="segment") as progress:
+        try:
+            chain = read_log(db_path, skip_corrupt=True, fs=fs, progress=progress)
+        except CorruptSegmentError as error:  # the checkpoint file: the chain cannot start
+            checkpoint = error
+        else:
+            if listing.checkpoint or chain.base != ChainPosition():
+                checkpoint = chain.base
+        segments: list[SegmentFile] = []
+        for epoch, name in listing.segments:
+            path = files.path(name)
+            try:
+                data = fs.read_file(path)
+            except FileNotFoundError:  # a live log's checkpoint removed it meanwhile
+                continue
+            header: SegmentHeader | CorruptSegmentError
+            try:
+                header = decode_header(data, path)
+            except CorruptSegmentError as error:
+                header = error
+            segments.append(SegmentFile(epoch, path, len(data), header))
+    report = InspectReport(
+        db_path=db_path, checkpoint=checkpoint, rows=tuple(segment_rows(chain, segments)),
+        temporary=_sizes(files, listing.temporary), quarantined=_sizes(files, listing.quarantined),
+        last=chain.last if chain else None)
+    _print_lines(report.lines())
+    return 0
+
+
+def _sizes(files: LogFiles, names: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    sizes = []
+    for name in names:
+        try:
+            sizes.append((name, os.path.getsize(files.path(name))))
+        except FileNotFoundError:  # a live writer published or removed it meanwhile
+            continue
+    return tuple(sizes)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    files, _ = _find_log(args.path)
+    db_path = files.path(files.db_name)
+    with progress_bar("verify", unit="segment") as progress:
+        try:
+            # Read-only and lock-free (safe beside a live writer), through the same loop as
+            # recovery; skip_corrupt so the valid prefix is measured too.
+            report = verify_report(db_path, read_log(db_path, skip_corrupt=True,
+                                                     progress=progress))
+        except CorruptSegmentError as error:  # the checkpoint file: the chain cannot start
+            report = unreadable_log_report(db_path, error)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_lines(report.lines())
+    if report.error is None:
+        return 0
+    problem = report.error
+    return _fail(f"{problem.path}: corrupt at offset {problem.offset}: {problem.reason}",
+                 EXIT_FAILED)
+
+
+def _dump(args: argparse.Namespace) -> int:
+    files, listing = _find_log(args.path)
+    epochs = [epoch for epoch, _ in listing.segments]
+    if args.epoch not in epochs:
+        raise UsageError(
+            f"no segment of epoch {args.epoch} beside {files.path(files.db_name)} "
+            f"(segments: {epoch_ranges(epochs) or 'none'})")
+    path = files.segment_path(args.epoch)
+    segment = decode_segment(OsFileSystem().read_file(path), path, expected_epoch=args.epoch)
+    _print_lines(dump_lines(segment))
+    return 0
+
+
+def _recover(args: argparse.Namespace) -> int:
+    files, _ = _find_log(args.path)
+    db_path = files.path(files.db_name)
+    try:
+        with progress_bar("recover", unit="segment") as progress:
+            result = recover(db_path, skip_corrupt=args.skip_corrupt, progress=progress)
+    except CorruptSegmentError as error:
+        return _fail(f"{error} (--skip-corrupt keeps the valid prefix)", EXIT_FAILED)
+    _print_lines(recovery_lines(db_path, result))
+    return 0
+
+
+def _bench(arguments: Sequence[str]) -> int:
+    compare = _load_bench()
+    program = sys.argv[0]
+    sys.argv[0] = "pagewal bench"  # the suite's own usage and errors then name this command
+    try:
+        with progress_bar("bench", unit="step") as progress:
+            status = compare.main(list(arguments), progress=progress)
+    finally:
+        sys.argv[0] = program
+    return int(status)
+
+
+def _load_bench() -> ModuleType:
+    """``bench.compare`` of the source checkout this pagewal comes from.
+
+    ``bench`` is not part of the installed package; an editable install or a clone has it
+    beside ``pagewal/``, which is put on the path so ``pagewal bench`` works from anywhere.
+    """
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "bench" / "compare.py").is_file() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    missing = [name for name in BENCH_EXTRAS if importlib.util.find_spec(name) is None]
+    try:
+        if missing:
+            raise ImportError(f"missing {', '.join(missing)}")
+        return importlib.import_module("bench.compare")
+    except ImportError as error:
+        raise UsageError(
+            f"the benchmark suite is not available ({error}): run it from a source checkout "
+            "after pip install -e '.[bench]'") from None
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -96,16 +362,19 @@ def _crash_test(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     if args.self_check:
-        return 0 if _campaign.self_check(seed=seed, say=say) else EXIT_FAILED
+        with progress_bar("self-check", unit="variant") as progress:
+            passed = _campaign.self_check(seed=seed, say=say, progress=progress)
+        return 0 if passed else EXIT_FAILED
     if args.mutant is not None:
-        if args.mutant not in _campaign.mutant_names():
-            print(f"pagewal: unknown mutant {args.mutant!r}; one of "
-                  f"{', '.join(_campaign.mutant_names())}", file=sys.stderr)
-            return EXIT_USAGE
+        names = _campaign.mutant_names()
+        if args.mutant not in names:
+            raise UsageError(f"unknown mutant {args.mutant!r}; one of {', '.join(names)}")
         return EXIT_FAILED if _campaign.run_mutant(args.mutant, seed=seed, say=say) else 0
     settings = (_campaign.CampaignSettings.long() if args.long
                 else _campaign.CampaignSettings.quick())
-    violations = _campaign.run_campaign(settings, seed=seed, directory=args.dir, say=say)
+    with progress_bar("crash-test", unit="step") as progress:
+        violations = _campaign.run_campaign(settings, seed=seed, directory=args.dir, say=say,
+                                            progress=progress)
     return EXIT_FAILED if violations else 0
 
 

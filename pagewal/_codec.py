@@ -296,6 +296,17 @@ class DecodedSegment:
         start = int(row["image_offset"])
         return self.data[start : start + int(row["image_length"])]
 
+    def record_offset(self, index: int) -> int:
+        """Byte offset of record ``index`` in the file (where its record_length starts)."""
+        return int(self.records[index]["image_offset"]) - _RECORD_PREFIX_SIZE
+
+    def record_crc(self, index: int) -> int:
+        """The CRC32C stored after record ``index``'s image (already checked by the decoder)."""
+        row = self.records[index]
+        end = int(row["image_offset"]) + int(row["image_length"])
+        (stored,) = _HEADER_CRC.unpack_from(self.data, end)
+        return int(stored)
+
     def canonical_order(self) -> npt.NDArray[np.intp]:
         """Record indexes in canonical order: (commit_seq, position within the commit)."""
         return np.argsort(self.records["commit_seq"], kind="stable")
@@ -390,6 +401,8 @@ def decode_segment(
 _SEGMENT_INFIX: Final = "-wal-seg-"
 _EPOCH_HEX = re.compile(r"[0-9a-f]{16}")
 TEMP_SUFFIX: Final = ".tmp"
+QUARANTINE_SUFFIX: Final = ".corrupt"
+_QUARANTINE_NUMBER = re.compile(r"(-[1-9][0-9]*)?")
 
 
 def segment_name(db_name: str, epoch: int) -> str:
@@ -412,6 +425,13 @@ def parse_segment_name(db_name: str, file_name: str) -> int | None:
 def is_temp_segment_name(db_name: str, file_name: str) -> bool:
     return (file_name.endswith(TEMP_SUFFIX)
             and parse_segment_name(db_name, file_name[: -len(TEMP_SUFFIX)]) is not None)
+
+
+def is_quarantined_segment_name(db_name: str, file_name: str) -> bool:
+    """Whether ``file_name`` is a segment set aside as ``<segment>.corrupt`` or ``.corrupt-N``."""
+    segment, suffix, number = file_name.partition(QUARANTINE_SUFFIX)
+    return (suffix == QUARANTINE_SUFFIX and parse_segment_name(db_name, segment) is not None
+            and _QUARANTINE_NUMBER.fullmatch(number) is not None)
 
 
 # --------------------------------------------------------------------------- checkpoint

@@ -4,13 +4,17 @@ Lists a database's segments, removes stale temporary files (invariant 4: a ``.tm
 never data), validates every segment and the chain, and returns the durable commits in
 canonical order. Invariant 5: any mismatch raises :class:`CorruptSegmentError` naming file,
 offset and reason, unless ``skip_corrupt`` asks for the longest valid prefix of the chain.
+
+:func:`_read_chain` is the one loop that validates a log; :func:`recover`, :meth:`Wal.open`
+and the read-only :func:`read_log` (``pagewal verify`` and ``inspect``) all go through it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
+from collections.abc import Callable
+from typing import TypeAlias
 
 import attrs
 
@@ -22,6 +26,7 @@ from ._chain import (
     check_continues,
 )
 from ._codec import (
+    QUARANTINE_SUFFIX,
     TEMP_SUFFIX,
     ChainPosition,
     DecodedSegment,
@@ -35,8 +40,11 @@ from ._codec import (
 from ._errors import CorruptSegmentError, LogLockedError
 from ._fs import FileSystem, OsFileSystem, publish_atomically
 
-QUARANTINE_SUFFIX = ".corrupt"
 _READ_ONLY_ATTEMPTS = 3
+
+Progress: TypeAlias = Callable[[int, int], None]
+"""``progress(done, total)``: called after each step of a long operation (here: after each
+segment of the chain is checked). The command line draws it as a progress bar."""
 
 
 @attrs.frozen
@@ -70,6 +78,7 @@ def recover(
     skip_corrupt: bool = False,
     delete_after: bool = False,
     fs: FileSystem | None = None,
+    progress: Progress | None = None,
 ) -> RecoveryResult:
     """Read every durable commit of the log of ``db_path`` in canonical order.
 
@@ -82,25 +91,20 @@ def recover(
     recovered segments, so the log continues after them. Only the returned result then holds
     those commits: use it when the caller has already made the pages durable elsewhere, or is
     discarding the log.
+
+    When another process has the log open, recovery reads what is published and changes
+    nothing (as :func:`read_log` does). ``progress(done, total)`` is called after each segment.
     """
     files = LogFiles.for_db(db_path)
     fs = fs or OsFileSystem()
     handle = fs.try_lock(files.lock_path)
     if handle is None:
-        # A live log owns the directory: read what is published, change nothing.
         if delete_after:
             raise LogLockedError(f"{files.path(files.db_name)}: the log is open elsewhere; "
                                  "close it before recovering with delete_after=True")
-        for _ in range(_READ_ONLY_ATTEMPTS - 1):
-            with contextlib.suppress(FileNotFoundError):  # a segment vanished: list again
-                return _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=False)
-        try:
-            return _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=False)
-        except FileNotFoundError as error:
-            raise LogLockedError(f"{files.path(files.db_name)}: the log kept changing while it "
-                                 f"was read ({error}); retry when it is closed") from error
+        return _read_unlocked(files, fs, skip_corrupt=skip_corrupt, progress=progress)
     try:
-        result = _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=True)
+        result = _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=True, progress=progress)
         if delete_after:
             write_checkpoint(files, fs, result.last)
             for info in result.segments:
@@ -111,8 +115,45 @@ def recover(
         fs.unlock(handle)
 
 
+def read_log(
+    db_path: str | os.PathLike[str],
+    *,
+    skip_corrupt: bool = False,
+    fs: FileSystem | None = None,
+    progress: Progress | None = None,
+) -> RecoveryResult:
+    """Validate the log of ``db_path`` exactly as :func:`recover` does, changing nothing.
+
+    Takes no lock and creates, deletes or renames no file, so it is safe beside a live writer:
+    temporary files and segments a checkpoint covers are ignored, not removed. A missing
+    directory raises :class:`FileNotFoundError`.
+    """
+    return _read_unlocked(LogFiles.for_db(db_path), fs or OsFileSystem(),
+                          skip_corrupt=skip_corrupt, progress=progress)
+
+
+def _read_unlocked(
+    files: LogFiles, fs: FileSystem, *, skip_corrupt: bool, progress: Progress | None
+) -> RecoveryResult:
+    """Read a log someone else may be writing: list again if a segment vanishes meanwhile (a
+    checkpoint deleted what it covers)."""
+    for attempt in range(1, _READ_ONLY_ATTEMPTS + 1):
+        try:
+            return _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=False,
+                               progress=progress)
+        except FileNotFoundError as error:
+            if error.filename == files.directory:
+                raise  # no directory at all: nothing vanished, there is no log here
+            if attempt == _READ_ONLY_ATTEMPTS:
+                raise LogLockedError(
+                    f"{files.path(files.db_name)}: the log kept changing while it was read "
+                    f"({error}); retry when it is closed") from error
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _read_chain(
-    files: LogFiles, fs: FileSystem, *, skip_corrupt: bool, tidy: bool
+    files: LogFiles, fs: FileSystem, *, skip_corrupt: bool, tidy: bool,
+    progress: Progress | None = None,
 ) -> RecoveryResult:
     """Read and validate the chain. ``tidy`` (only while holding the log's lock) also deletes
     temporary files and segments the checkpoint already covers."""
@@ -135,20 +176,22 @@ def _read_chain(
     position = base
     decoded: list[DecodedSegment] = []
     skipped: list[SkippedSegment] = []
-    for epoch in (e for e in epochs if e > base.epoch):
+    chain = [e for e in epochs if e > base.epoch]
+    for done, epoch in enumerate(chain, 1):
         if skipped:
             skipped.append(SkippedSegment(files.segment_path(epoch), 0,
                                           "follows a corrupt segment in the chain"))
-            continue
-        try:
-            segment = read_segment(files, fs, epoch, position)
-        except CorruptSegmentError as error:
-            if not skip_corrupt:
-                raise
-            skipped.append(SkippedSegment(error.path, error.offset, error.reason))
-            continue
-        decoded.append(segment)
-        position = ChainPosition(segment.header.epoch, segment.header.commit_seq_hi)
+        else:
+            try:
+                segment = read_segment(files, fs, epoch, position)
+                position = ChainPosition(segment.header.epoch, segment.header.commit_seq_hi)
+                decoded.append(segment)
+            except CorruptSegmentError as error:
+                if not skip_corrupt:
+                    raise
+                skipped.append(SkippedSegment(error.path, error.offset, error.reason))
+        if progress is not None:
+            progress(done, len(chain))
     return RecoveryResult(
         base=base, last=position,
         segments=tuple(SegmentInfo(s.path, s.header) for s in decoded),

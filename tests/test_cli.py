@@ -1,14 +1,21 @@
-"""The command line: demo verifies itself; env reports sources; bad input is one line, exit 2."""
+"""The command line: demo verifies itself; env reports sources; the operator commands report
+what recovery reads; bad input is one line, exit 2; a corrupt log exits 1."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import crc32c
 import pytest
 
-from pagewal import WalConfig
+from pagewal import CorruptSegmentError, LogLockedError, Wal, WalConfig, recover
+from pagewal import _cli as cli
 from pagewal._cli import main
 from pagewal._demo import run_demo
 
@@ -84,5 +91,404 @@ def test_crash_test_quick_configuration_passes_and_prints_its_figures(tmp_path: 
         assert figure in out
 
 
-def test_crash_test_self_check_catches_every_broken_log() -> None:
+def test_crash_test_self_check_catches_every_broken_log_with_progress_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
     assert main(["crash-test", "--self-check", "--seed", "3"]) == 0
+    assert "self-check" in terminal.getvalue() and "5/5" in terminal.getvalue()
+    assert "harness caught 5 / 5 broken variants" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- operator commands
+
+FAST = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off")
+
+
+@dataclass(frozen=True)
+class Committed:
+    commit_seq: int
+    epoch: int
+    pages: list[tuple[int, bytes]]
+    db_size_pages: int | None
+    txn_id: int
+
+
+def build_log(db: Path, count: int, start: int = 0) -> list[Committed]:
+    """``count`` durable commits, one segment each (epochs follow the log's last one)."""
+    committed = []
+    with Wal.open(db, FAST) as wal:
+        for k in range(start, start + count):
+            pages = [(k % 3, bytes([k % 256]) * (50 + k)), (100 + k, f"new {k}".encode())]
+            size = None if k % 2 else 10 + k
+            ticket = wal.commit(pages, db_size_pages=size, txn_id=1000 + k)
+            committed.append(Committed(ticket.commit_seq, ticket.epoch, pages, size, 1000 + k))
+    return committed
+
+
+def seg_path(db: Path, epoch: int) -> Path:
+    return db.with_name(f"{db.name}-wal-seg-{epoch:016x}")
+
+
+def flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir()}
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def table_rows(out: str) -> dict[int, str]:
+    """inspect's segment rows by epoch (the lines that start with an epoch number)."""
+    return {int(line.split()[0]): line for line in out.splitlines()
+            if line.split() and line.split()[0].isdigit()}
+
+
+def expected_error(db: Path) -> CorruptSegmentError:
+    with pytest.raises(CorruptSegmentError) as raised:
+        recover(db)
+    return raised.value
+
+
+def test_inspect_shows_every_epoch_and_the_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 3)
+    recover(db, delete_after=True)  # checkpoint at epoch 3, commit_seq 3
+    later = build_log(db, 3, start=3)
+
+    code, out, err = run(capsys, "inspect", db)
+
+    assert (code, err) == (0, "")
+    assert "checkpoint: epoch 3, commit_seq 3" in out
+    rows = table_rows(out)
+    assert sorted(rows) == [c.epoch for c in later] == [4, 5, 6]
+    for c in later:
+        fields = rows[c.epoch].split()
+        assert fields[1] == f"{c.commit_seq}..{c.commit_seq}"
+        assert fields[2] == "2"  # records
+        assert int(fields[3].replace(",", "")) == seg_path(db, c.epoch).stat().st_size
+        assert fields[-1] == "ok"
+    assert "ends at epoch 6, commit_seq 6" in out
+
+
+def test_inspect_lists_a_corrupt_segment_with_its_header_and_stray_files_read_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 4)
+    flip(seg_path(db, 2), 64 + 40)  # inside the first record's image: the header stays good
+    error = expected_error(db)
+    Path(f"{seg_path(db, 5)}.tmp").write_bytes(b"half a segment")
+    Path(f"{seg_path(db, 1)}.corrupt").write_bytes(b"set aside earlier")
+    before = snapshot(tmp_path)
+
+    code, out, _ = run(capsys, "inspect", db)
+
+    assert code == 0
+    rows = table_rows(out)
+    assert sorted(rows) == [1, 2, 3, 4]
+    assert rows[1].endswith(" ok")
+    assert "2..2" in rows[2]
+    assert rows[2].endswith(f"corrupt: offset {error.offset}: {error.reason}")
+    assert rows[3].endswith("follows corrupt") and rows[4].endswith("follows corrupt")
+    assert f"{seg_path(db, 5).name}.tmp (14 bytes)" in out
+    assert f"{seg_path(db, 1).name}.corrupt (17 bytes)" in out
+    assert snapshot(tmp_path) == before
+
+
+def test_verify_a_good_log_exits_0_and_prints_no_progress_off_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 5)
+    code, out, err = run(capsys, "verify", db)
+    assert code == 0
+    assert err == ""  # no progress bar: stderr is not a terminal
+    assert out == (f"{db}: valid: 5 segments, 10 records, 5 commits (commit_seq 1..5), "
+                   f"{sum(seg_path(db, e).stat().st_size for e in range(1, 6)):,} bytes\n")
+
+
+def test_verify_json_matches_what_recovery_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 4)
+    result = recover(db)
+    code, out, _ = run(capsys, "verify", db, "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report == {
+        "path": str(db), "valid": True, "segments": len(result.segments),
+        "records": int(result.records.size), "commits": result.commit_count,
+        "bytes": result.bytes_read, "checkpoint": {"epoch": 0, "commit_seq": 0},
+        "last": {"epoch": 4, "commit_seq": 4}, "unusable_segments": 0, "error": None,
+    }
+
+
+def test_verify_a_bit_flipped_segment_exits_1_naming_the_file_and_offset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 5)
+    flip(seg_path(db, 3), 120)
+    error = expected_error(db)
+    assert Path(error.path) == seg_path(db, 3)
+
+    code, out, err = run(capsys, "verify", db)
+    assert code == 1
+    assert err == f"pagewal: error: {seg_path(db, 3)}: corrupt at offset {error.offset}: " \
+                  f"{error.reason}\n"
+    assert "valid prefix: 2 segments" in out and "3 segments from the first bad one" in out
+
+    code, out, _ = run(capsys, "verify", db, "--json")
+    report = json.loads(out)
+    assert code == 1 and report["valid"] is False
+    assert report["error"] == {"path": str(seg_path(db, 3)), "offset": error.offset,
+                               "reason": error.reason}
+    assert (report["segments"], report["commits"], report["unusable_segments"]) == (2, 2, 3)
+
+
+def test_verify_a_missing_middle_segment_exits_1_as_a_broken_chain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 5)
+    seg_path(db, 3).unlink()
+    code, _, err = run(capsys, "verify", db)
+    assert code == 1
+    assert err.count("\n") == 1
+    assert f"{seg_path(db, 4)}: corrupt at offset 40: chain broken" in err
+    code, out, _ = run(capsys, "inspect", db)
+    assert table_rows(out)[4].split()[-1] != "ok" and "broken: offset 40" in table_rows(out)[4]
+
+
+def test_verify_exit_statuses_and_one_line_errors_as_a_process(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 3)
+
+    def verify(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pagewal", "verify", str(path)],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    good = verify(db)
+    assert (good.returncode, good.stderr) == (0, "")
+    missing = verify(tmp_path / "nowhere" / "app.db")
+    assert missing.returncode == 2
+    assert missing.stderr == f"pagewal: error: no such directory: {tmp_path / 'nowhere'}\n"
+    flip(seg_path(db, 2), 100)
+    corrupt = verify(db)
+    assert corrupt.returncode == 1
+    assert corrupt.stderr.startswith("pagewal: error: ") and corrupt.stderr.count("\n") == 1
+    assert "Traceback" not in missing.stderr + corrupt.stderr
+
+
+def test_verify_is_read_only_beside_a_live_writer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    with Wal.open(db, FAST) as wal:
+        wal.commit({1: b"live"})
+        in_flight = Path(f"{seg_path(db, 99)}.tmp")
+        in_flight.write_bytes(b"a segment being written")
+        before = snapshot(tmp_path)
+        assert run(capsys, "verify", db)[0] == 0
+        # Nothing removed or changed (the writer's own background thread may add the next
+        # epochs' temporary files meanwhile).
+        assert before.items() <= snapshot(tmp_path).items()
+        wal.commit({2: b"still writing"})
+    (tmp_path / "app.db-wal-lock").unlink()
+    before = snapshot(tmp_path)
+    assert run(capsys, "verify", db)[0] == 0
+    assert snapshot(tmp_path) == before  # not even a lock file was created
+
+
+def test_a_directory_or_a_database_without_a_log_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build_log(tmp_path / "app.db", 1)
+    code, _, err = run(capsys, "verify", tmp_path)
+    assert code == 2
+    assert err == (f"pagewal: error: {tmp_path} is a directory; give the database path whose "
+                   f"log lies in it, e.g. {tmp_path / 'app.db'}\n")
+    code, _, err = run(capsys, "inspect", tmp_path / "other.db")
+    assert code == 2
+    assert "no pagewal log for" in err and "(logs there: app.db)" in err
+
+
+def test_dump_lists_exactly_the_records_committed_in_the_epoch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 1)
+    # A long interval: nothing seals until flush(), so these commits share epoch 2.
+    config = WalConfig(lanes=1, epoch_interval_ms=60_000, fsync="off")
+    commits = [([(5, b"five" * 10), (6, b"six")], 40, 77), ([(5, b"again")], None, 0),
+               ([(9, b"n" * 700)], 41, 2**64 - 1)]
+    with Wal.open(db, config) as wal:
+        tickets = [wal.submit(pages, db_size_pages=size, txn_id=txn)
+                   for pages, size, txn in commits]
+        wal.flush(timeout=30)
+    assert {t.epoch for t in tickets} == {2}
+
+    code, out, _ = run(capsys, "dump", db, "--epoch", 2)
+
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[2].split() == ["offset", "commit_seq", "txn_id", "page_no", "image_len",
+                                "crc32c", "lane", "commit", "db_size_pages"]
+    rows = [line.split() for line in lines[3:]]
+    expected = [
+        [str(ticket.commit_seq), str(txn), str(page_no), str(len(image)), "0",
+         "last" if index == len(pages) - 1 else "-", "-" if size is None else str(size)]
+        for ticket, (pages, size, txn) in zip(tickets, commits, strict=True)
+        for index, (page_no, image) in enumerate(pages)]
+    assert [row[1:5] + row[6:] for row in rows] == expected
+    data = seg_path(db, 2).read_bytes()
+    for row in rows:  # the CRC shown is the one stored after the record, and it is right
+        offset = int(row[0])
+        end = offset + 4 + int.from_bytes(data[offset : offset + 4], "little")
+        assert int(row[5], 16) == int.from_bytes(data[end - 4 : end], "little")
+        assert int(row[5], 16) == crc32c.crc32c(data[offset + 4 : end - 4])
+
+
+def test_dump_of_a_missing_epoch_exits_2_and_of_a_corrupt_segment_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 3)
+    code, _, err = run(capsys, "dump", db, "--epoch", 7)
+    assert code == 2
+    assert err == f"pagewal: error: no segment of epoch 7 beside {db} (segments: 1..3)\n"
+    flip(seg_path(db, 2), 100)
+    code, _, err = run(capsys, "dump", db, "--epoch", 2)
+    assert code == 1
+    assert f"{seg_path(db, 2)}: corrupt at offset" in err and err.count("\n") == 1
+
+
+def test_recover_skip_corrupt_reports_the_skipped_segments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 4)
+    flip(seg_path(db, 3), 100)
+    error = expected_error(db)
+
+    code, _, err = run(capsys, "recover", db)
+    assert code == 1
+    assert err == f"pagewal: error: {error} (--skip-corrupt keeps the valid prefix)\n"
+
+    code, out, _ = run(capsys, "recover", db, "--skip-corrupt")
+    assert code == 0
+    assert "commits: 2 (commit_seq 1..2)" in out
+    assert "skipped 2 segments" in out
+    assert f"  {seg_path(db, 3)}: offset {error.offset}: {error.reason}\n" in out
+    assert f"  {seg_path(db, 4)}: follows a corrupt segment in the chain\n" in out
+
+
+def test_recover_removes_leftover_temporary_files_and_lists_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 2)
+    leftover = Path(f"{seg_path(db, 3)}.tmp")
+    leftover.write_bytes(b"interrupted")
+    code, out, _ = run(capsys, "recover", db)
+    assert code == 0
+    assert "commits: 2 (commit_seq 1..2), records: 4, pages: 4" in out
+    assert f"removed leftover files: 1\n  {leftover}\n" in out
+    assert not leftover.exists()
+
+
+def test_a_locked_log_is_one_line_and_exit_status_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 1)
+
+    def locked(*args: object, **kwargs: object) -> None:
+        raise LogLockedError(f"{db}: the log kept changing while it was read; retry")
+
+    monkeypatch.setattr(cli, "recover", locked)
+    code, out, err = run(capsys, "recover", db)
+    assert (code, out) == (1, "")
+    assert err == f"pagewal: error: {db}: the log kept changing while it was read; retry\n"
+
+
+def test_a_bad_variable_is_one_line_exit_2_and_no_traceback_as_a_process(
+    tmp_path: Path
+) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "pagewal", "demo", str(tmp_path), "--seconds", "0.1"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PAGEWAL_FSYNC": "sometimes"})
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("pagewal: error: PAGEWAL_FSYNC='sometimes'")
+    assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
+
+
+def test_usage_errors_are_one_line_with_a_pointer_to_help(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["dump", "app.db", "--epoch", "first"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == ("pagewal: error: argument --epoch: 'first' is not an "
+                                       "epoch number (see 'pagewal dump --help')\n")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_drawn_on_a_terminal_with_output_kept_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 3)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["verify", str(db)]) == 0
+    assert "verify" in terminal.getvalue() and "3/3" in terminal.getvalue()
+    assert capsys.readouterr().out.startswith(f"{db}: valid: 3 segments")
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def test_bench_without_its_extras_is_one_line_and_exit_status_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "BENCH_EXTRAS", ("pagewal_no_such_module",))
+    code, out, err = run(capsys, "bench", "--quick")
+    assert (code, out) == (2, "")
+    assert err == ("pagewal: error: the benchmark suite is not available (missing "
+                   "pagewal_no_such_module): run it from a source checkout after pip install "
+                   "-e '.[bench]'\n")
+
+
+def test_bench_passes_its_arguments_to_the_suite(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "BENCH_EXTRAS", ())  # the fake suite below needs none of them
+    compare = cli._load_bench()
+    calls: list[tuple[list[str], object]] = []
+
+    def fake_main(argv: list[str], *, progress: object = None) -> int:
+        calls.append((argv, progress))
+        return 3
+
+    monkeypatch.setattr(compare, "main", fake_main)
+    assert main(["bench", "--quick", "--seconds", "1", "--systems", "lmdb"]) == 3
+    assert calls == [(["--quick", "--seconds", "1", "--systems", "lmdb"], None)]

@@ -25,6 +25,7 @@ from pagewal._codec import (
     decode_checkpoint,
     decode_segment,
     encode_commits,
+    is_quarantined_segment_name,
     is_temp_segment_name,
     make_commit,
     parse_segment_name,
@@ -856,6 +857,40 @@ def test_is_temp_segment_name_recognises_only_temp_segments_of_this_db(
     file_name: str, is_temp: bool
 ) -> None:
     assert is_temp_segment_name("db", file_name) is is_temp
+
+
+@pytest.mark.parametrize(
+    ("file_name", "quarantined"),
+    [
+        ("db-wal-seg-0000000000000001.corrupt", True),
+        ("db-wal-seg-0000000000000001.corrupt-1", True),
+        ("db-wal-seg-00000000000000ff.corrupt-12", True),
+        ("db-wal-seg-0000000000000001", False),
+        ("db-wal-seg-0000000000000001.corrupt-", False),
+        ("db-wal-seg-0000000000000001.corrupt-0", False),
+        ("db-wal-seg-0000000000000001.corrupt-x", False),
+        ("db-wal-seg-0000000000000001.corrupt.tmp", False),
+        ("db-wal-seg-0000000000000001.tmp.corrupt", False),
+        ("db2-wal-seg-0000000000000001.corrupt", False),
+        ("db-wal-checkpoint.corrupt", False),
+        ("db.corrupt", False),
+    ],
+)
+def test_is_quarantined_segment_name_recognises_only_set_aside_segments_of_this_db(
+    file_name: str, quarantined: bool
+) -> None:
+    assert is_quarantined_segment_name("db", file_name) is quarantined
+
+
+def test_record_offset_and_crc_are_those_written_at_the_section_4_positions() -> None:
+    first = hand_record(seq=1, page_no=7, image=b"abc", last=False)
+    second = hand_record(seq=1, page_no=8, image=b"defgh")
+    data = hand_segment([first, second], lo=1, hi=1)
+    segment = decode_segment(data, PATH)
+    assert [segment.record_offset(i) for i in (0, 1)] == [HEADER_BYTES, HEADER_BYTES + len(first)]
+    assert [segment.record_crc(i) for i in (0, 1)] == [
+        struct.unpack_from("<I", record, len(record) - 4)[0] for record in (first, second)]
+    assert segment.record_crc(1) == crc32c.crc32c(second[4:-4])
 
 
 # ----------------------------------------------------------------------------- checkpoint

@@ -27,6 +27,7 @@ from pagewal import (
     decode_segment,
     recover,
 )
+from pagewal._recovery import read_log
 
 FAST = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off", lane_capacity_bytes=256 * 1024)
 
@@ -910,3 +911,47 @@ def test_unrelated_files_are_untouched_and_other_databases_logs_are_separate(
     assert_matches(other_result, other_oracle)
     assert other_result.removed_temp_files == (
         str(tmp_path / "other.db-wal-seg-0000000000000009.tmp"),)
+
+
+# --------------------------------------------------------------------------- read-only, progress
+
+
+def test_progress_is_reported_once_per_segment_of_the_chain(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    one_segment_per_commit(db, 4)
+    calls: list[tuple[int, int]] = []
+    recover(db, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_progress_counts_segments_skipped_after_a_corrupt_one(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    one_segment_per_commit(db, 4)
+    flip(seg_path(db, 2), 80)
+    calls: list[tuple[int, int]] = []
+    result = read_log(db, skip_corrupt=True, progress=lambda d, t: calls.append((d, t)))
+    assert len(result.skipped) == 3
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_read_log_validates_like_recover_and_changes_nothing_on_disk(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    oracle = one_segment_per_commit(db, 3)
+    (tmp_path / "db-wal-lock").unlink()
+    Path(f"{seg_path(db, 4)}.tmp").write_bytes(b"a segment being written")
+    before = snapshot(tmp_path)
+
+    assert_matches(read_log(db), oracle)
+    flip(seg_path(db, 2), 100)
+    damaged = snapshot(tmp_path)
+    with pytest.raises(CorruptSegmentError) as raised:
+        read_log(db)
+    assert Path(raised.value.path) == seg_path(db, 2)
+
+    assert snapshot(tmp_path) == damaged  # no lock file created, no temp file removed
+    assert damaged.keys() == before.keys()
+
+
+def test_read_log_of_a_missing_directory_raises_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        read_log(tmp_path / "nowhere" / "db")

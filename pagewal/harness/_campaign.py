@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import attrs
 
+from .._recovery import Progress
 from ._corruption import run_corruption
 from ._kill import run_kill_campaign
 from ._mutants import MUTANTS, PAGER_MUTANTS
@@ -72,9 +73,16 @@ class CampaignSettings:
 
 def run_campaign(
     settings: CampaignSettings, *, seed: int, directory: str | None = None,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = print, progress: Progress | None = None,
 ) -> int:
-    """Run every part; print figures; return the number of violations."""
+    """Run every part; print figures; return the number of violations.
+
+    ``progress(done, total)`` counts workloads, fault plans, the corruption campaign and kills;
+    the total grows when the long campaign needs more workloads to reach its crash states.
+    """
+    steps = _Steps(progress, total=settings.seeds + settings.sampled_workloads
+                   + settings.pager_seeds + len(FAULT_PLANS) + len(PAGER_FAULT_PLANS) + 1
+                   + settings.kills + settings.kills // 2)
     violations = 0
     states = 0
     run = 0
@@ -86,6 +94,7 @@ def run_campaign(
         for line in report.lines():
             say(line)
         run += 1
+        steps.advance()
     for number in range(settings.sampled_workloads):
         report = run_power_loss(seed=seed + run + number, threads=8, commits_per_thread=30,
                                 max_points=_SAMPLED_POINTS)
@@ -93,6 +102,7 @@ def run_campaign(
         violations += report.violation_count
         for line in report.lines():
             say(line)
+        steps.advance()
     for number in range(settings.pager_seeds):
         report = run_pager_power_loss(seed=seed + number, threads=settings.threads,
                                       commits_per_thread=settings.commits_per_thread)
@@ -100,6 +110,7 @@ def run_campaign(
         violations += report.violation_count
         for line in report.lines():
             say(line)
+        steps.advance()
     say(f"power loss total: {states} crash states over "
         f"{run + settings.sampled_workloads + settings.pager_seeds} workloads "
         f"({settings.pager_seeds} on the pager)")
@@ -122,21 +133,38 @@ def run_campaign(
             f"{report.broken_log}; violations = {fault_violations}")
         for violation in report.violations:
             say(f"  VIOLATION {violation}")
+        steps.advance()
     say(f"faults total: {plans_ok} / {len(plans)} plans failed closed as required")
 
     corruption = run_corruption(seed=seed)
     violations += corruption.violation_count
     for line in corruption.lines():
         say(line)
+    steps.advance()
 
     for workload, kills in (("wal", settings.kills), ("pager", settings.kills // 2)):
         with tempfile.TemporaryDirectory(dir=directory) as work:
-            kill = run_kill_campaign(work, seed=seed, kills=kills, workload=workload)
+            kill = run_kill_campaign(work, seed=seed, kills=kills, workload=workload,
+                                     after_each=steps.advance)
         violations += kill.violation_count
         for line in kill.lines():
             say(line)
     say(f"violations: {violations}")
     return violations
+
+
+@attrs.define
+class _Steps:
+    """Finished steps of a campaign, reported to a ``progress(done, total)`` hook."""
+
+    progress: Progress | None
+    total: int
+    done: int = 0
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, max(self.done, self.total))
 
 
 def run_mutant(name: str, *, seed: int, say: Callable[[str], None] = print) -> int:
@@ -158,9 +186,16 @@ def mutant_names() -> list[str]:
     return [*MUTANTS, *PAGER_MUTANTS]
 
 
-def self_check(*, seed: int, say: Callable[[str], None] = print) -> bool:
+def self_check(
+    *, seed: int, say: Callable[[str], None] = print, progress: Progress | None = None
+) -> bool:
     """True when the harness reports violations for every broken variant."""
     names = mutant_names()
-    caught = [name for name in names if run_mutant(name, seed=seed, say=say) > 0]
+    caught = []
+    for done, name in enumerate(names, 1):
+        if run_mutant(name, seed=seed, say=say) > 0:
+            caught.append(name)
+        if progress is not None:
+            progress(done, len(names))
     say(f"self-check: harness caught {len(caught)} / {len(names)} broken variants")
     return len(caught) == len(names)

@@ -223,11 +223,13 @@ def run_kill_campaign(
     max_delay: float = 0.4,
     env: Mapping[str, str] | None = None,
     kills_per_log: int = 20,
+    after_each: Callable[[], None] | None = None,
 ) -> KillReport:
     """Kill ``kills`` children at random moments, verifying the log after each.
 
     Each log lives through ``kills_per_log`` kills and restarts, then a fresh one begins, so
-    the cost of verifying the whole log after every kill stays bounded.
+    the cost of verifying the whole log after every kill stays bounded. ``after_each`` is
+    called after each kill is verified (progress reporting).
     """
     rng = random.Random(seed)
     acked: dict[int, int] = {}
@@ -259,6 +261,8 @@ def run_kill_campaign(
         figures["partial"] += verdict.partial
         recovered[db_path] = verdict.recovered_commits
         violations.extend(f"{where}: {v}" for v in verdict.violations)
+        if after_each is not None:
+            after_each()
     return KillReport(seed=seed, kills=kills, workload=workload, acked_commits=figures["acked"],
                       acked_verified=figures["verified"], recovered_commits=sum(recovered.values()),
                       lost=figures["lost"], partial=figures["partial"],

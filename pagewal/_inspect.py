@@ -1,0 +1,429 @@
+"""Reports of the operator commands (``pagewal inspect``, ``verify``, ``dump``, ``recover``).
+
+Pure: file names, decoded headers and recovery results in; rows and printable lines out.
+Nothing here reads a file or judges a segment by itself: the verdicts come from the
+:class:`RecoveryResult` of the one validation loop recovery uses, and header fields from the
+codec's decoder, so a tool can never see a log differently from recovery.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from ._chain import RecoveryResult, check_continues
+from ._codec import (
+    HEADER_SIZE,
+    RECORD_FLAG_LAST,
+    ChainPosition,
+    DecodedSegment,
+    SegmentHeader,
+    checkpoint_name,
+    is_quarantined_segment_name,
+    is_temp_segment_name,
+    parse_segment_name,
+)
+from ._errors import CorruptSegmentError
+
+# --------------------------------------------------------------------------- the directory
+
+
+@attrs.frozen
+class LogListing:
+    """The files of one database's log, by kind. Names only; unrelated files are left out."""
+
+    segments: tuple[tuple[int, str], ...]  # (epoch, name) in epoch order
+    checkpoint: str | None
+    temporary: tuple[str, ...]
+    quarantined: tuple[str, ...]
+    lock: str | None
+
+    @property
+    def empty(self) -> bool:
+        """No log file at all: no log was ever opened for this database here."""
+        return not (self.segments or self.checkpoint or self.temporary or self.quarantined
+                    or self.lock)
+
+
+def list_log_files(db_name: str, names: Iterable[str]) -> LogListing:
+    """Sort a directory's ``names`` into the log files of ``db_name``."""
+    segments: list[tuple[int, str]] = []
+    temporary: list[str] = []
+    quarantined: list[str] = []
+    checkpoint = lock = None
+    checkpoint_file = checkpoint_name(db_name)
+    for name in sorted(names):
+        if (epoch := parse_segment_name(db_name, name)) is not None:
+            segments.append((epoch, name))
+        elif name == checkpoint_file:
+            checkpoint = name
+        elif name == f"{db_name}-wal-lock":
+            lock = name
+        elif is_temp_segment_name(db_name, name) or name == checkpoint_file + ".tmp":
+            temporary.append(name)
+        elif is_quarantined_segment_name(db_name, name):
+            quarantined.append(name)
+    return LogListing(segments=tuple(sorted(segments)), checkpoint=checkpoint,
+                      temporary=tuple(temporary), quarantined=tuple(quarantined), lock=lock)
+
+
+_LOG_FILE = re.compile(r"(.+)-wal-(?:seg-[0-9a-f]{16}|checkpoint|lock)")
+
+
+def databases_with_logs(names: Iterable[str]) -> list[str]:
+    """Names of the databases whose log files are among ``names`` (to suggest a path)."""
+    return sorted({m.group(1) for name in names if (m := _LOG_FILE.fullmatch(name))})
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+class SegmentStatus(enum.Enum):
+    """A segment's place in the chain, as recovery judges it."""
+
+    OK = "ok"
+    BROKEN = "broken"  # intact, but does not continue the segment (or checkpoint) before it
+    CORRUPT = "corrupt"
+    FOLLOWS_CORRUPT = "follows corrupt"  # after the first bad segment: recovery stops before it
+    COVERED = "covered by checkpoint"  # already applied; recovery deletes it when tidying
+    UNCHECKED = "unchecked"
+
+
+@attrs.frozen
+class SegmentFile:
+    """A segment file as found: its size and what the codec made of its header."""
+
+    epoch: int
+    path: str
+    size: int
+    header: SegmentHeader | CorruptSegmentError
+
+
+@attrs.frozen
+class SegmentRow:
+    epoch: int
+    path: str
+    size: int
+    header: SegmentHeader | None
+    status: SegmentStatus
+    offset: int | None = None  # where the problem is, for BROKEN and CORRUPT
+    reason: str = ""
+
+    def cells(self) -> tuple[str, ...]:
+        header = self.header
+        status = self.status.value
+        if self.offset is not None:
+            # The chain check's reasons start by saying so; the status already does.
+            status += f": offset {self.offset}: {self.reason.removeprefix('chain broken: ')}"
+        elif self.reason:
+            status += f" ({self.reason})"
+        if header is None:
+            return (str(self.epoch), "?", "?", f"{self.size:,}", "?", "?", status)
+        # The epoch column is the file name's: that names the file even when the header differs.
+        return (str(self.epoch), f"{header.commit_seq_lo}..{header.commit_seq_hi}",
+                f"{header.record_count:,}", f"{self.size:,}", str(header.lane_count),
+                "serialized" if header.serialized else "-", status)
+
+
+SEGMENT_HEADINGS = ("epoch", "commit_seq", "records", "bytes", "lanes", "flags", "status")
+
+
+def segment_rows(chain: RecoveryResult | None, files: Sequence[SegmentFile]) -> list[SegmentRow]:
+    """One row per segment file, its status taken from ``chain``.
+
+    ``chain`` is what the read-only recovery loop found with ``skip_corrupt=True``; ``None``
+    when it could not start (a corrupt checkpoint), and then every segment is unchecked.
+    """
+    kept = {info.path for info in chain.segments} if chain else set()
+    skipped = {item.path: (index, item) for index, item in
+               enumerate(chain.skipped if chain else ())}
+    rows: list[SegmentRow] = []
+    for file in files:
+        header = file.header if isinstance(file.header, SegmentHeader) else None
+        header_problem = "" if header else f"header: {_reason(file.header)}"
+        row = SegmentRow(file.epoch, file.path, file.size, header, SegmentStatus.UNCHECKED,
+                         reason=header_problem or "appeared while the log was read")
+        if chain is None:
+            row = attrs.evolve(row, reason=header_problem or "the checkpoint is corrupt")
+        elif file.epoch <= chain.base.epoch:
+            row = attrs.evolve(row, status=SegmentStatus.COVERED, reason=header_problem)
+        elif file.path in kept:
+            row = attrs.evolve(row, status=SegmentStatus.OK, reason="")
+        elif file.path in skipped:
+            index, item = skipped[file.path]
+            if index:  # recovery stopped before this one: it was not validated
+                row = attrs.evolve(row, status=SegmentStatus.FOLLOWS_CORRUPT, reason=header_problem)
+            else:
+                broken = header is not None and _breaks_chain(chain.last, header, file.path,
+                                                              (item.offset, item.reason))
+                row = attrs.evolve(
+                    row, status=SegmentStatus.BROKEN if broken else SegmentStatus.CORRUPT,
+                    offset=item.offset, reason=item.reason)
+        rows.append(row)
+    return rows
+
+
+def _reason(header: SegmentHeader | CorruptSegmentError) -> str:
+    return header.reason if isinstance(header, CorruptSegmentError) else ""
+
+
+def _breaks_chain(
+    position: ChainPosition, header: SegmentHeader, path: str, found: tuple[int, str]
+) -> bool:
+    """Whether recovery's finding ``(offset, reason)`` is the chain check's, not the codec's."""
+    try:
+        check_continues(position, header, path)
+    except CorruptSegmentError as error:
+        return (error.offset, error.reason) == found
+    return False
+
+
+@attrs.frozen
+class InspectReport:
+    db_path: str
+    checkpoint: ChainPosition | CorruptSegmentError | None  # None: no checkpoint file
+    rows: tuple[SegmentRow, ...]
+    temporary: tuple[tuple[str, int], ...]  # (name, size)
+    quarantined: tuple[tuple[str, int], ...]
+    last: ChainPosition | None  # where the valid chain ends; None when it could not be read
+
+    def lines(self) -> list[str]:
+        lines = [f"log of {self.db_path}"]
+        if self.checkpoint is None:
+            lines.append("checkpoint: none")
+        elif isinstance(self.checkpoint, CorruptSegmentError):
+            lines.append(f"checkpoint: corrupt: offset {self.checkpoint.offset}: "
+                         f"{self.checkpoint.reason}")
+        else:
+            lines.append(f"checkpoint: epoch {self.checkpoint.epoch}, "
+                         f"commit_seq {self.checkpoint.commit_seq}")
+        if self.rows:
+            lines += format_table(SEGMENT_HEADINGS, [row.cells() for row in self.rows],
+                                  left={1, 5, 6})
+        valid = [row for row in self.rows if row.status is SegmentStatus.OK]
+        in_chain = [row for row in self.rows if row.status is not SegmentStatus.COVERED]
+        summary = (f"chain: {len(valid)} of {len(in_chain)} segment{_plural(len(in_chain))} "
+                   f"valid ({sum(row.size for row in valid):,} bytes)")
+        if self.last is not None:
+            summary += f", ends at epoch {self.last.epoch}, commit_seq {self.last.commit_seq}"
+        if len(valid) < len(in_chain):
+            summary += f"; {len(in_chain) - len(valid)} not usable"
+        lines.append(summary)
+        lines.append(_file_list("temporary files (recovery deletes them)", self.temporary))
+        lines.append(_file_list("set aside as corrupt", self.quarantined))
+        return lines
+
+
+def _file_list(title: str, files: Sequence[tuple[str, int]]) -> str:
+    if not files:
+        return f"{title}: none"
+    return f"{title}: " + ", ".join(f"{name} ({size:,} bytes)" for name, size in files)
+
+
+def _plural(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def epoch_ranges(epochs: Sequence[int]) -> str:
+    """``[1, 2, 3, 5]`` as ``"1..3, 5"``."""
+    runs: list[list[int]] = []
+    for epoch in sorted(epochs):
+        if runs and epoch == runs[-1][1] + 1:
+            runs[-1][1] = epoch
+        else:
+            runs.append([epoch, epoch])
+    return ", ".join(str(lo) if lo == hi else f"{lo}..{hi}" for lo, hi in runs)
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@attrs.frozen
+class Problem:
+    """The first thing found wrong: the file, the byte offset and why."""
+
+    path: str
+    offset: int
+    reason: str
+
+
+@attrs.frozen
+class VerifyReport:
+    """What ``pagewal verify`` found: the valid prefix of the chain and the first problem."""
+
+    db_path: str
+    segments: int
+    records: int
+    commits: int
+    bytes: int
+    base: ChainPosition
+    last: ChainPosition
+    unusable_segments: int
+    error: Problem | None
+
+    @property
+    def valid(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.db_path,
+            "valid": self.valid,
+            "segments": self.segments,
+            "records": self.records,
+            "commits": self.commits,
+            "bytes": self.bytes,
+            "checkpoint": _position_json(self.base),
+            "last": _position_json(self.last),
+            "unusable_segments": self.unusable_segments,
+            "error": attrs.asdict(self.error) if self.error else None,
+        }
+
+    def lines(self) -> list[str]:
+        """The summary; the problem itself (:attr:`error`) is the caller's one error line."""
+        figures = (f"{self.segments} segment{_plural(self.segments)}, {self.records:,} "
+                   f"records, {self.commits:,} commits")
+        if self.commits:
+            figures += f" (commit_seq {self.base.commit_seq + 1}..{self.last.commit_seq})"
+        figures += f", {self.bytes:,} bytes"
+        if self.error is None:
+            return [f"{self.db_path}: valid: {figures}"]
+        return [f"{self.db_path}: corrupt; valid prefix: {figures}; {self.unusable_segments} "
+                f"segment{_plural(self.unusable_segments)} from the first bad one on not usable "
+                "(recover --skip-corrupt keeps the prefix)"]
+
+
+def _position_json(position: ChainPosition) -> dict[str, int]:
+    return {"epoch": position.epoch, "commit_seq": position.commit_seq}
+
+
+def verify_report(db_path: str, chain: RecoveryResult) -> VerifyReport:
+    """``chain`` is the read-only recovery loop's result with ``skip_corrupt=True``: its
+    segments are the valid prefix, its first skipped segment the first problem."""
+    first = chain.skipped[0] if chain.skipped else None
+    return VerifyReport(
+        db_path=db_path, segments=len(chain.segments),
+        records=sum(info.header.record_count for info in chain.segments),
+        commits=chain.commit_count,
+        bytes=sum(HEADER_SIZE + info.header.body_length for info in chain.segments),
+        base=chain.base, last=chain.last, unusable_segments=len(chain.skipped),
+        error=Problem(first.path, first.offset, first.reason) if first else None)
+
+
+def unreadable_log_report(db_path: str, error: CorruptSegmentError) -> VerifyReport:
+    """A log whose chain cannot even start (its checkpoint file is corrupt)."""
+    return VerifyReport(db_path=db_path, segments=0, records=0, commits=0, bytes=0,
+                        base=ChainPosition(), last=ChainPosition(), unusable_segments=0,
+                        error=Problem(error.path, error.offset, error.reason))
+
+
+# --------------------------------------------------------------------------- dump
+
+
+@attrs.frozen
+class RecordRow:
+    offset: int
+    commit_seq: int
+    txn_id: int
+    page_no: int
+    image_length: int
+    crc: int
+    lane_id: int
+    last_in_commit: bool
+    db_size_pages: int | None
+
+    def cells(self) -> tuple[str, ...]:
+        return (str(self.offset), str(self.commit_seq), str(self.txn_id), str(self.page_no),
+                str(self.image_length), f"{self.crc:08x}", str(self.lane_id),
+                "last" if self.last_in_commit else "-",
+                "-" if self.db_size_pages is None else str(self.db_size_pages))
+
+
+RECORD_HEADINGS = ("offset", "commit_seq", "txn_id", "page_no", "image_len", "crc32c", "lane",
+                   "commit", "db_size_pages")
+
+
+def record_rows(segment: DecodedSegment) -> list[RecordRow]:
+    """Every record of a decoded segment, in file order."""
+    rows: list[RecordRow] = []
+    for index, record in enumerate(segment.records):
+        size = int(record["db_size_pages"])
+        rows.append(RecordRow(
+            offset=segment.record_offset(index), commit_seq=int(record["commit_seq"]),
+            txn_id=int(record["txn_id"]), page_no=int(record["page_no"]),
+            image_length=int(record["image_length"]), crc=segment.record_crc(index),
+            lane_id=int(record["lane_id"]), last_in_commit=bool(record["flags"] & RECORD_FLAG_LAST),
+            db_size_pages=size or None))
+    return rows
+
+
+def dump_lines(segment: DecodedSegment) -> list[str]:
+    header = segment.header
+    lines = [
+        f"segment {segment.path}",
+        f"epoch {header.epoch}, prev_epoch {header.prev_epoch}, commit_seq "
+        f"{header.commit_seq_lo}..{header.commit_seq_hi}, {header.record_count:,} "
+        f"record{_plural(header.record_count)}, {header.lane_count} lane"
+        f"{_plural(header.lane_count)}, {'serialized' if header.serialized else 'parallel'} path, "
+        f"{HEADER_SIZE + header.body_length:,} bytes",
+    ]
+    return lines + format_table(RECORD_HEADINGS, [row.cells() for row in record_rows(segment)],
+                                left={5, 7})
+
+
+# --------------------------------------------------------------------------- recover
+
+
+def recovery_lines(db_path: str, result: RecoveryResult) -> list[str]:
+    """What ``pagewal recover`` reports."""
+    pages = int(np.unique(result.records["page_no"]).size)
+    base = result.base
+    lines = [
+        f"recovered {db_path}",
+        f"commits: {result.commit_count:,}"
+        + (f" (commit_seq {base.commit_seq + 1}..{result.last_commit_seq})"
+           if result.commit_count else "")
+        + f", records: {result.records.size:,}, pages: {pages:,}, db_size_pages: "
+        + ("unset" if result.db_size_pages is None else f"{result.db_size_pages}"),
+        f"last: epoch {result.last_epoch}, commit_seq {result.last_commit_seq}; checkpoint: "
+        + (f"epoch {base.epoch}, commit_seq {base.commit_seq}" if base != ChainPosition()
+           else "none"),
+        f"segments kept: {len(result.segments)}, bytes read: {result.bytes_read:,}",
+    ]
+    if result.skipped:
+        lines.append(f"skipped {len(result.skipped)} segment{_plural(len(result.skipped))} "
+                     "(left in place; Wal.open(skip_corrupt=True) renames them to *.corrupt):")
+        lines += [f"  {item.path}: offset {item.offset}: {item.reason}" if index == 0
+                  else f"  {item.path}: {item.reason}"
+                  for index, item in enumerate(result.skipped)]
+    else:
+        lines.append("skipped: none")
+    if result.removed_temp_files:
+        lines.append(f"removed leftover files: {len(result.removed_temp_files)}")
+        lines += [f"  {path}" for path in result.removed_temp_files]
+    else:
+        lines.append("removed leftover files: none")
+    return lines
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def format_table(
+    headings: Sequence[str], rows: Sequence[Sequence[str]], *, left: set[int] | None = None
+) -> list[str]:
+    """Columns padded to their widest cell; numbers right-aligned, ``left`` columns not."""
+    left = left or set()
+    widths = [max(len(cell) for cell in column) for column in zip(headings, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [cell.ljust(width) if index in left else cell.rjust(width)
+                  for index, (cell, width) in enumerate(zip(cells, widths, strict=True))]
+        return "  ".join(padded).rstrip()
+
+    return [line(headings), *(line(row) for row in rows)]
