@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -41,6 +42,7 @@ from ._inspect import (
     unreadable_log_report,
     verify_report,
 )
+from ._pager import WalPager
 from ._progress import progress_bar
 from ._recovery import LogFiles, read_log, recover
 
@@ -112,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     recover_command.add_argument(
         "--skip-corrupt", action="store_true",
         help="keep the valid prefix of the chain and list the segments left out")
+    recover_command.add_argument(
+        "--checkpoint", action="store_true",
+        help="then write the recovered pages into the data file PATH (WalPager layout: page_no "
+             "x page size), record a checkpoint and delete the applied segments")
+    recover_command.add_argument(
+        "--page-size", type=_positive_int, default=None,
+        help="page size for --checkpoint (default: the log's image size, else 4096)")
     commands.add_parser(
         "bench", add_help=False,
         help="run the benchmark suite (bench.compare; source checkout only); arguments are "
@@ -307,7 +316,24 @@ def _recover(args: argparse.Namespace) -> int:
     except CorruptSegmentError as error:
         return _fail(f"{error} (--skip-corrupt keeps the valid prefix)", EXIT_FAILED)
     _print_lines(recovery_lines(db_path, result))
+    if args.checkpoint:
+        _print_lines(_checkpoint_lines(db_path, result, args))
     return 0
+
+
+def _checkpoint_lines(db_path: str, result: RecoveryResult, args: argparse.Namespace) -> list[str]:
+    """``recover --checkpoint``: open the store as a pager, which applies the log and retires
+    the applied segments (``skip_corrupt`` quarantines what recovery left out)."""
+    lengths = set(result.records["image_length"].tolist())
+    page_size = args.page_size or (int(lengths.pop()) if len(lengths) == 1 else 4096)
+    started = time.perf_counter()
+    with WalPager.open(db_path, page_size, WalConfig.from_env(),
+                       skip_corrupt=args.skip_corrupt) as pager:
+        stats = pager.statistics()
+    position = stats.checkpoint_position
+    return [f"checkpointed {stats.pages_checkpointed:,} pages of {page_size} bytes into "
+            f"{db_path} in {time.perf_counter() - started:.3f} s; checkpoint at epoch "
+            f"{position.epoch}, commit_seq {position.commit_seq}; segments applied were deleted"]
 
 
 def _bench(arguments: Sequence[str]) -> int:

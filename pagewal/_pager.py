@@ -137,6 +137,7 @@ class WalPager:
         config: WalConfig | None = None,
         *,
         fs: FileSystem | None = None,
+        skip_corrupt: bool = False,
     ) -> WalPager:
         """Open (creating if needed) the page store whose data file is ``path``.
 
@@ -145,13 +146,15 @@ class WalPager:
         store holds exactly the committed pages; new commits continue the commit sequence.
         ``config`` defaults to ``WalConfig.from_env()``. Raises :class:`InvalidPageError` for a
         ``page_size`` that is unsupported or differs from the log's, :class:`LogLockedError`
-        if the store is open elsewhere, :class:`CorruptSegmentError` for a corrupt log.
+        if the store is open elsewhere, :class:`CorruptSegmentError` for a corrupt log (with
+        ``skip_corrupt=True`` the store continues after the log's valid prefix and the segments
+        left out are renamed to ``*.corrupt``, as :meth:`Wal.open` does).
         """
         page_size = _check_page_size(page_size)
         files = LogFiles.for_db(path)
         fs = fs or OsFileSystem()
         config = WalConfig.from_env() if config is None else config
-        wal = Wal.open(files.path(files.db_name), config, fs=fs)
+        wal = Wal.open(files.path(files.db_name), config, fs=fs, skip_corrupt=skip_corrupt)
         try:
             recovery = wal.recovery
             data_path = files.path(files.db_name)

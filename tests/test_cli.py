@@ -492,3 +492,33 @@ def test_bench_passes_its_arguments_to_the_suite(
     monkeypatch.setattr(compare, "main", fake_main)
     assert main(["bench", "--quick", "--seconds", "1", "--systems", "lmdb"]) == 3
     assert calls == [(["--quick", "--seconds", "1", "--systems", "lmdb"], None)]
+
+
+def test_recover_checkpoint_writes_the_pages_into_the_data_file_and_retires_the_segments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "store.db"
+    pages = {n: bytes([n + 1]) * 1024 for n in (0, 3, 9)}
+    with Wal.open(db, WalConfig(lanes=2, fsync="off")) as wal:
+        for page_no, image in pages.items():
+            wal.commit({page_no: image})
+    assert main(["recover", str(db), "--checkpoint"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpointed 3 pages of 1024 bytes" in out  # the page size is the log's
+    data = db.read_bytes()
+    for page_no, image in pages.items():
+        assert data[page_no * 1024 : (page_no + 1) * 1024] == image
+    assert not [n for n in os.listdir(tmp_path) if "-wal-seg-" in n]
+    assert recover(db).base.commit_seq == 3
+
+
+def test_recover_checkpoint_with_a_page_size_the_log_contradicts_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "store.db"
+    with Wal.open(db, WalConfig(lanes=2, fsync="off")) as wal:
+        wal.commit({0: b"x" * 1024})
+    assert main(["recover", str(db), "--checkpoint", "--page-size", "4096"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "page_size=4096" in err
+    assert recover(db).commit_count == 1  # nothing was applied or deleted
