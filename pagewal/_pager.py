@@ -184,6 +184,7 @@ class WalPager:
         try:
             if recovery.segments:
                 pager.checkpoint()  # the recovered commits go into the data file now
+            wal.release_recovery()  # applied: neither their bytes nor mappings stay alive
         except BaseException:
             with contextlib.suppress(PagewalError):
                 pager.close()
@@ -386,7 +387,8 @@ class WalPager:
         try:
             if self._checkpointer is not None:
                 self._checkpointer.join()
-            self._wal.close()
+            with self._checkpoint_lock:  # a checkpoint another thread runs finishes first
+                self._wal.close()
         finally:
             with self._state:
                 while self._readers:

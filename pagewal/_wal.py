@@ -219,6 +219,15 @@ class Wal:
         """What :meth:`open` recovered: the durable commits that existed before this run."""
         return self._recovery
 
+    def release_recovery(self) -> None:
+        """Drop the recovered records and bytes once the caller has applied them elsewhere.
+
+        :attr:`recovery` then keeps its positions, segment list and counters but no records,
+        so the memory (and any mapping of a segment file deleted since) is returned.
+        """
+        result = self._recovery
+        self._recovery = attrs.evolve(result, records=result.records[:0], data=())
+
     @property
     def config(self) -> WalConfig:
         return self._config

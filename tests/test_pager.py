@@ -546,3 +546,31 @@ def test_a_reader_that_missed_the_overlay_before_a_checkpoint_rereads_its_page(
     assert len(seen) == 1
     assert version_of(seen[0], 0) == 2  # re-read from memory, never half of each version
     pager.close()
+
+
+def test_close_waits_for_a_checkpoint_another_thread_is_running(db_path: Path) -> None:
+    fs = _PausingFileSystem()
+    pager = _store_with_page_0_checkpointed(db_path, fs)
+    commit(pager, {0: image(0, 2)})
+    errors: list[BaseException] = []
+
+    def run_checkpoint() -> None:
+        try:
+            pager.checkpoint()
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    checkpointer = threading.Thread(target=run_checkpoint)
+    checkpointer.start()
+    assert fs.halfway.wait(30)
+    closer = threading.Thread(target=pager.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # the data file stays open under the running checkpoint
+    fs.resume.set()
+    checkpointer.join()
+    closer.join()
+    assert errors == []
+    with WalPager.open(str(db_path), PAGE, FAST) as reopened:
+        assert reopened.read(0) == image(0, 2)
+        assert reopened.wal.recovery.records.size == 0  # applied at open, then released
