@@ -324,8 +324,12 @@ def _recover(args: argparse.Namespace) -> int:
 def _checkpoint_lines(db_path: str, result: RecoveryResult, args: argparse.Namespace) -> list[str]:
     """``recover --checkpoint``: open the store as a pager, which applies the log and retires
     the applied segments (``skip_corrupt`` quarantines what recovery left out)."""
-    lengths = set(result.records["image_length"].tolist())
-    page_size = args.page_size or (int(lengths.pop()) if len(lengths) == 1 else 4096)
+    lengths = sorted(set(result.records["image_length"].tolist()))
+    if len(lengths) > 1:
+        raise UsageError(f"--checkpoint needs pages of one size, but the log holds images of "
+                         f"{', '.join(map(str, lengths))} bytes: it was not written by a "
+                         "WalPager; nothing was changed")
+    page_size = args.page_size or (int(lengths[0]) if lengths else 4096)
     started = time.perf_counter()
     with WalPager.open(db_path, page_size, WalConfig.from_env(),
                        skip_corrupt=args.skip_corrupt) as pager:

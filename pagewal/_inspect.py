@@ -287,7 +287,8 @@ class VerifyReport:
     def lines(self) -> list[str]:
         """The summary; the problem itself (:attr:`error`) is the caller's one error line."""
         figures = (f"{self.segments} segment{_plural(self.segments)}, {self.records:,} "
-                   f"records, {self.commits:,} commits")
+                   f"record{_plural(self.records)}, {self.commits:,} "
+                   f"commit{_plural(self.commits)}")
         if self.commits:
             figures += f" (commit_seq {self.base.commit_seq + 1}..{self.last.commit_seq})"
         figures += f", {self.bytes:,} bytes"

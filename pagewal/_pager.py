@@ -163,11 +163,12 @@ class WalPager:
                     data_path, 0, f"the checkpoint says commits up to {recovery.base.commit_seq} "
                     "are in this data file, but it is missing; restore it (or move the log "
                     "files away to start empty)")
-            lengths = {int(n) for n in set(recovery.records["image_length"].tolist())}
-            if lengths - {page_size}:
+            lengths = sorted(set(recovery.records["image_length"].tolist()) - {page_size})
+            if lengths:
                 raise InvalidPageError(
-                    f"{data_path}: the log holds {sorted(lengths)}-byte images but "
-                    f"page_size={page_size}; open it with the page size it was written with")
+                    f"{data_path}: the log holds images of {', '.join(map(str, lengths))} "
+                    f"bytes but page_size={page_size}; open it with the page size it was "
+                    "written with")
             data_fd = fs.open_for_update(data_path)
         except BaseException:
             wal.close()
