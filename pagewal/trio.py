@@ -168,8 +168,13 @@ class TrioWal:
         Exactly ``ticket = await submit(...)`` then ``await wait_durable(ticket)``. If it is
         cancelled, the commit may or may not have been staged, and if it was, it becomes
         durable unless the log breaks; call :meth:`submit` and :meth:`wait_durable` yourself
-        when you must know which.
+        when you must know which. Staging never continues after the call has ended, so one
+        task's commits are staged (and ordered by ``commit_seq``) in the order it made them,
+        cancelled or not.
         """
+        # Not one abandonable thread for both steps: a cancelled commit still staging in the
+        # background could then take a later commit_seq than the task's next commit, and its
+        # stale images would win recovery.
         ticket = await self.submit(pages, db_size_pages=db_size_pages, txn_id=txn_id)
         if durable:
             await self.wait_durable(ticket)
