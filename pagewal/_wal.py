@@ -14,9 +14,15 @@ Lock order: ``_publish_lock`` → lane locks (ascending) → ``_ticker_cv``. ``_
 ``_space_cv`` are never held while taking another lock.
 
 Epochs are sealed and published one at a time, in order, by whoever holds ``_publish_lock``:
-the ticker thread, or a committing thread leading its own complete epoch (group-commit leader,
-no thread hand-off). Only the publisher marks epochs durable (invariant 3: a contiguous
-prefix). Any ``OSError`` while publishing breaks the log for good (invariant 6).
+the ticker, or a committing thread leading its own complete epoch (group-commit leader, no
+thread hand-off). Only the publisher marks epochs durable (invariant 3: a contiguous prefix).
+Any ``OSError`` while publishing breaks the log for good (invariant 6).
+
+The ticker normally runs in a thread the log starts itself. An event-loop adapter opens the
+log with ``start_ticker=False`` and runs :meth:`Wal.run_ticker` in a thread it owns, so the
+ticker's lifetime is bounded by the adapter's scope (``pagewal.trio`` runs it from a nursery
+task). Either way exactly one ticker loop runs per log, and ``close()`` returns only after it
+has published the last epoch.
 """
 
 from __future__ import annotations
@@ -102,6 +108,8 @@ class Wal:
         fs: FileSystem,
         clock: Callable[[], float],
         lock: int,
+        *,
+        start_ticker: bool = True,
     ) -> None:
         self._files = files
         self._lock: int | None = lock
@@ -136,6 +144,9 @@ class Wal:
         self._epoch_opened_at = clock()
         self._seal_requested = False
         self._stop = False
+        # Who runs the ticker loop: "thread" (our own), "caller" (run_ticker) or "close" (no
+        # ticker had started when close() began, so close ran the last seal itself).
+        self._ticker_runner: str | None = "thread" if start_ticker else None
         self._last_submit_at = 0.0  # written racily by submitters; a heuristic only
         self._first_submit_at = 0.0
 
@@ -164,9 +175,12 @@ class Wal:
         self._close_started = False
         self._precreator = TempFilePrecreator(
             fs, lambda epoch: files.segment_path(epoch) + TEMP_SUFFIX, self._open_epoch)
-        self._ticker = threading.Thread(target=self._run_ticker, name="pagewal-ticker",
-                                        daemon=True)
-        self._ticker.start()
+        self._ticker: threading.Thread | None = None
+        self._ticker_done = threading.Event()  # set when a caller-run ticker loop returns
+        if start_ticker:
+            self._ticker = threading.Thread(target=self._run_ticker, name="pagewal-ticker",
+                                            daemon=True)
+            self._ticker.start()
         _OPEN_LOGS.add(self)
 
     # ------------------------------------------------------------------ opening
@@ -180,6 +194,7 @@ class Wal:
         fs: FileSystem | None = None,
         clock: Callable[[], float] = time.monotonic,
         skip_corrupt: bool = False,
+        start_ticker: bool = True,
     ) -> Wal:
         """Recover the log of ``db_path`` and open it for new commits after the durable ones.
 
@@ -187,6 +202,11 @@ class Wal:
         ``WalConfig.from_env()``. Recovery results are in :attr:`recovery`. A corrupt segment
         raises :class:`CorruptSegmentError`; with ``skip_corrupt=True`` the log continues after
         the valid prefix and the skipped segments are renamed to ``*.corrupt``.
+
+        ``start_ticker=False`` is for event-loop adapters such as ``pagewal.trio``: the log
+        starts no ticker thread, and the caller must run :meth:`run_ticker` in a thread it owns
+        until :meth:`close` returns. Until then epochs are sealed only by committers leading
+        their own epoch, so commits may wait indefinitely.
         """
         files = LogFiles.for_db(db_path)
         config = WalConfig.from_env() if config is None else config
@@ -209,7 +229,7 @@ class Wal:
                     raise BrokenLogError(
                         f"{files.path(files.db_name)}: could not fsync the recovered segments "
                         f"({error}); nothing was opened") from error
-            return cls(files, config, recovery, fs, clock, lock)
+            return cls(files, config, recovery, fs, clock, lock, start_ticker=start_ticker)
         except BaseException:
             fs.unlock(lock)
             raise
@@ -382,10 +402,23 @@ class Wal:
             with self._ticker_cv:
                 self._stop = True
                 self._ticker_cv.notify()
+                seal_here = self._ticker_runner is None
+                if seal_here:
+                    self._ticker_runner = "close"
             with self._space_cv:
                 self._space_cv.notify_all()
+            if seal_here:
+                # start_ticker=False and run_ticker() never started: nobody else would publish
+                # the last epoch, so close runs the (now stopping) ticker loop itself.
+                try:
+                    self._run_ticker()
+                finally:
+                    self._ticker_done.set()
         # Every caller waits for the final seal; a close interrupted here is finished by the next.
-        self._ticker.join()
+        if self._ticker is not None:
+            self._ticker.join()
+        else:
+            self._ticker_done.wait()
         self._precreator.close()
         with self._close_lock:
             lock, self._lock = self._lock, None
@@ -564,6 +597,32 @@ class Wal:
         raise BrokenLogError(message) from cause
 
     # ------------------------------------------------------------------ the ticker
+
+    def run_ticker(self) -> None:
+        """Run the epoch ticker in the calling thread until the log is closed or breaks.
+
+        Only for a log opened with ``start_ticker=False``: its owner calls this once, in a
+        thread it owns (``pagewal.trio`` runs it from a nursery task), and keeps that thread
+        running until :meth:`close` returns; :meth:`close` waits for this to publish the last
+        epoch and return. Returns at once if :meth:`close` began before the ticker started (it
+        then published the last epoch itself). Raises ``RuntimeError`` if the log runs a ticker
+        thread of its own, or if another ``run_ticker`` call is running.
+        """
+        with self._ticker_cv:
+            runner = self._ticker_runner
+            if runner is None:
+                self._ticker_runner = "caller"
+        if runner == "close":
+            return
+        if runner is not None:
+            raise RuntimeError(
+                "this log's ticker already runs "
+                + ("in a thread of its own (opened without start_ticker=False)"
+                   if runner == "thread" else "in another run_ticker() call"))
+        try:
+            self._run_ticker()
+        finally:
+            self._ticker_done.set()
 
     def _run_ticker(self) -> None:
         try:

@@ -23,6 +23,20 @@ def test_the_harness_exports_its_public_names_once() -> None:
     assert all(hasattr(harness, name) for name in harness.__all__)
 
 
+def test_the_trio_adapter_exports_its_public_names_once_and_documents_them() -> None:
+    import pagewal.trio
+
+    assert (pagewal.trio.__doc__ or "").strip()
+    assert sorted(pagewal.trio.__all__) == sorted(set(pagewal.trio.__all__))
+    for name in pagewal.trio.__all__:
+        obj = getattr(pagewal.trio, name)
+        assert (obj.__doc__ or "").strip(), f"pagewal.trio.{name} has no docstring"
+    methods = {n: v for n, v in vars(pagewal.trio.TrioWal).items() if not n.startswith("_")}
+    assert methods, "TrioWal has public methods"
+    for name, method in methods.items():
+        assert (method.__doc__ or "").strip(), f"TrioWal.{name} has no docstring"
+
+
 def test_public_classes_and_functions_have_docstrings() -> None:
     for name in pagewal.__all__:
         obj = getattr(pagewal, name)

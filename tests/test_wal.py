@@ -470,3 +470,40 @@ def test_concurrent_closes_all_return_after_the_final_seal(db_path: Path) -> Non
     assert observed == [True] * 4
     with Wal.open(db_path, FAST) as again:  # the lock was released
         assert again.recovery.last_commit_seq == 20
+
+
+def test_a_caller_run_ticker_seals_epochs_and_close_waits_for_its_last_seal(
+    db_path: Path,
+) -> None:
+    wal = Wal.open(db_path, WalConfig(lanes=2, epoch_interval_ms=1), start_ticker=False)
+    ticker = threading.Thread(target=wal.run_ticker)
+    ticker.start()
+    try:
+        with pytest.raises(RuntimeError, match="another run_ticker"):
+            wal.run_ticker()
+        # With a timeout the committer never leads, so only the caller's ticker can publish.
+        wal.commit({1: b"ticked"}, timeout=30)
+        staged = [wal.submit({n: b"s"}) for n in range(2, 12)]
+    finally:
+        wal.close()
+    assert all(wal.is_durable(t) for t in staged)  # close waited for the ticker's last seal
+    ticker.join(timeout=30)
+    assert not ticker.is_alive()
+    assert recover(db_path).last_commit_seq == 11
+
+
+def test_close_publishes_the_last_epoch_itself_when_no_ticker_was_started(
+    db_path: Path,
+) -> None:
+    wal = Wal.open(db_path, WalConfig(lanes=2, epoch_interval_ms=1), start_ticker=False)
+    tickets = [wal.submit({n: b"unticked"}) for n in range(5)]
+    assert not any(wal.is_durable(t) for t in tickets)
+    wal.close()
+    assert all(wal.is_durable(t) for t in tickets)
+    wal.run_ticker()  # a ticker started after close began has nothing left to do
+    assert recover(db_path).last_commit_seq == 5
+
+
+def test_run_ticker_is_refused_on_a_log_with_its_own_ticker_thread(db_path: Path) -> None:
+    with Wal.open(db_path, FAST) as wal, pytest.raises(RuntimeError, match="thread of its own"):
+        wal.run_ticker()
