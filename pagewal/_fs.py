@@ -6,18 +6,19 @@ so tests and the crash harness can pass one that records, fails or forgets opera
 also monkeypatch ``os.fsync``/``os.writev``.
 
 :func:`publish_atomically` is the one place the atomic-publish protocol (DESIGN invariant 4)
-is written: temporary name, write, fsync, rename, directory fsync.
+is written: temporary name, durable write (write + data sync), rename, directory fsync.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import mmap
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attrs
@@ -54,6 +55,10 @@ class FileSystem(Protocol):
     def pwritev(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
         """Write ``buffers`` in order at ``offset``; may write fewer bytes than given."""
 
+    def pwritev_dsync(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
+        """Like :meth:`pwritev`, and the bytes written (with the file size) are durable when it
+        returns, as after ``fdatasync``. Raises ``OSError`` if they may not be."""
+
     def writev(self, fd: int, buffers: Sequence[Buffer]) -> int:
         """Write ``buffers`` in order; may write fewer bytes than given (short write)."""
 
@@ -89,6 +94,7 @@ class OsFileSystem:
     def __init__(self) -> None:
         self._directories: dict[str, int] = {}
         self._directories_lock = threading.Lock()
+        self._dsync_flag: int = getattr(os, "RWF_DSYNC", 0)
 
     def open_for_write(self, path: str) -> int:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
@@ -108,6 +114,20 @@ class OsFileSystem:
 
     def pwritev(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
         return os.pwritev(fd, buffers, offset)
+
+    def pwritev_dsync(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
+        # One system call (pwritev2 with RWF_DSYNC, Linux 4.7+) instead of a write and an
+        # fdatasync: one GIL round trip less per published segment.
+        if self._dsync_flag:
+            try:
+                return os.pwritev(fd, buffers, offset, self._dsync_flag)
+            except OSError as error:
+                if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                self._dsync_flag = 0  # not supported here: write, then fdatasync
+        written = os.pwritev(fd, buffers, offset)
+        os.fdatasync(fd)
+        return written
 
     def writev(self, fd: int, buffers: Sequence[Buffer]) -> int:
         return os.writev(fd, buffers)
@@ -174,10 +194,12 @@ class OsFileSystem:
 
 
 def write_all(
-    fs: FileSystem, fd: int, buffers: Sequence[Buffer], *, offset: int | None = None
+    fs: FileSystem, fd: int, buffers: Sequence[Buffer], *, offset: int | None = None,
+    dsync: bool = False,
 ) -> int:
     """Write every byte of ``buffers`` with as few ``writev`` calls as possible (``pwritev``
-    calls from ``offset`` when one is given).
+    calls from ``offset`` when one is given; ``pwritev_dsync`` calls with ``dsync=True``, so
+    the bytes are durable on return).
 
     Handles short writes and the kernel's IOV_MAX limit; returns the number of bytes written.
     A write that makes no progress raises ``OSError`` rather than looping forever.
@@ -186,8 +208,12 @@ def write_all(
     total = 0
     while pending:
         batch = pending[:_IOV_MAX]
-        written = (fs.writev(fd, batch) if offset is None
-                   else fs.pwritev(fd, batch, offset + total))
+        if offset is None:
+            written = fs.writev(fd, batch)
+        elif dsync:
+            written = fs.pwritev_dsync(fd, batch, offset + total)
+        else:
+            written = fs.pwritev(fd, batch, offset + total)
         if written <= 0:
             raise OSError(f"writev wrote {written} bytes")
         total += written
@@ -212,15 +238,17 @@ class PublishTimes:
 
 def publish_atomically(
     fs: FileSystem, directory: str, name: str, buffers: Sequence[Buffer], *, sync: bool,
-    fd: int | None = None,
+    fd: int | None = None, close: Callable[[int], None] | None = None,
 ) -> PublishTimes:
     """Publish ``buffers`` as ``directory/name`` so no reader ever sees a partial file.
 
-    Invariant 4: write ``name.tmp``, fsync it, rename it to ``name``, fsync the directory.
-    With ``sync=False`` (fsync modes normal/off) the two fsyncs are left out: the rename still
-    hides partial files from a process crash, not from a power loss. On failure the temporary
-    file is removed (best effort) and the ``OSError`` propagates. ``fd``, if given, is the
-    temporary file already created (empty) and open for writing.
+    Invariant 4: write ``name.tmp`` and make it durable (one ``pwritev_dsync``: write and data
+    sync together), rename it to ``name``, fsync the directory. With ``sync=False`` (fsync modes
+    normal/off) the syncs are left out: the rename still hides partial files from a process
+    crash, not from a power loss. On failure the temporary file is removed (best effort) and
+    the ``OSError`` propagates. ``fd``, if given, is the temporary file already created (empty)
+    and open for writing. ``close``, if given, is handed the descriptor once the file is
+    published (to close it off the caller's path); otherwise it is closed before returning.
     """
     final_path = os.path.join(directory, name)
     temp_path = final_path + TEMP_SUFFIX
@@ -228,22 +256,22 @@ def publish_atomically(
     if fd is None:
         fd = fs.open_for_write(temp_path)
     try:
-        try:
-            write_all(fs, fd, buffers)
-            written = time.perf_counter()
-            if sync:
-                fs.fsync(fd)
-        finally:
-            fs.close(fd)
+        write_all(fs, fd, buffers, offset=0 if sync else None, dsync=sync)
+        written = time.perf_counter()
         fs.rename(temp_path, final_path)
+        if sync:
+            fs.fsync_dir(directory)
     except BaseException:
+        with contextlib.suppress(OSError):
+            fs.close(fd)
         with contextlib.suppress(OSError):
             fs.unlink(temp_path)
         raise
-    if sync:
-        fs.fsync_dir(directory)
-    return PublishTimes(write_seconds=written - started,
-                        fsync_seconds=time.perf_counter() - written, fsync_count=2 if sync else 0)
+    (close or fs.close)(fd)
+    # With sync the write includes its data sync, so its time counts as fsync time.
+    return PublishTimes(write_seconds=0.0 if sync else written - started,
+                        fsync_seconds=time.perf_counter() - started if sync else 0.0,
+                        fsync_count=2 if sync else 0)
 
 
 def sync_files(fs: FileSystem, directory: str, names: Sequence[str]) -> None:

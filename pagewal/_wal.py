@@ -786,7 +786,8 @@ class Wal:
         """Invariant 4: publish the segment atomically (fsynced too with fsync=full)."""
         return publish_atomically(self._fs, self._files.directory, name, buffers,
                                   sync=self._config.fsync is FsyncMode.FULL,
-                                  fd=self._precreator.take(sealed.epoch))
+                                  fd=self._precreator.take(sealed.epoch),
+                                  close=self._precreator.retire)
 
     def _shadow_compare(self, sealed: _SealedEpoch) -> tuple[memoryview, int] | None:
         """Encode the epoch again on the serialized path and compare the two semantically.

@@ -68,6 +68,16 @@ class RecordingFileSystem(OsFileSystem):
         self.note("pwritev", self._fd_paths.get(fd, "?"))
         return super().pwritev(fd, buffers, offset)
 
+    def pwritev_dsync(
+        self, fd: int, buffers: Sequence[bytes | bytearray | memoryview], offset: int
+    ) -> int:
+        # Logged (and failed or gated) as the write and the data sync it does together.
+        self.note("writev", self._fd_paths.get(fd, "?"))
+        written = os.pwritev(fd, buffers, offset)
+        self.note("fsync", self._fd_paths.get(fd, "?"))
+        os.fdatasync(fd)
+        return written
+
     def fsync(self, fd: int) -> None:
         self.note("fsync", self._fd_paths.get(fd, "?"))
         super().fsync(fd)

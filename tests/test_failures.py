@@ -54,21 +54,34 @@ def assert_reopen_recovers_every_acked_commit(db_path: Path, acked: list[Ticket]
     assert recover(db_path).last_commit_seq == ticket.commit_seq
 
 
-@pytest.mark.parametrize("failing_call", [1, 7])
+@pytest.mark.parametrize(("synced_by", "failing_call"),
+                         [("segment", 1), ("segment", 7), ("directory", 1), ("directory", 7)])
 def test_fsync_failure_breaks_the_log_and_the_durable_prefix_survives(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch, failing_call: int
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, synced_by: str, failing_call: int
 ) -> None:
-    real_fsync = os.fsync
+    """A segment's data sync (pwritev2 with RWF_DSYNC) or the directory fsync fails."""
+    real_pwritev, real_fsync = os.pwritev, os.fsync
     calls = 0
 
-    def flaky_fsync(fd: int) -> None:
+    def flaky() -> None:
         nonlocal calls
         calls += 1
         if calls == failing_call:
             raise OSError(errno.EIO, "injected fsync failure")
+
+    def flaky_pwritev(fd: int, buffers: list[bytes], offset: int, flags: int = 0) -> int:
+        if flags & os.RWF_DSYNC:
+            flaky()
+        return real_pwritev(fd, buffers, offset, flags)
+
+    def flaky_fsync(fd: int) -> None:
+        flaky()
         real_fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", flaky_fsync)
+    if synced_by == "segment":
+        monkeypatch.setattr(os, "pwritev", flaky_pwritev)
+    else:
+        monkeypatch.setattr(os, "fsync", flaky_fsync)
     wal = Wal.open(db_path, CONFIG)
     acked, errors = commit_until_broken(wal)
     assert errors, "every thread must be told"
@@ -83,6 +96,7 @@ def test_fsync_failure_breaks_the_log_and_the_durable_prefix_survives(
     with pytest.raises(BrokenLogError):
         wal.close()
     wal.close()  # idempotent after the first report
+    monkeypatch.setattr(os, "pwritev", real_pwritev)
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert_reopen_recovers_every_acked_commit(db_path, acked)
 
@@ -90,24 +104,24 @@ def test_fsync_failure_breaks_the_log_and_the_durable_prefix_survives(
 def test_write_failure_breaks_the_log_and_leaves_no_temporary_file(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_writev = os.writev
+    real_pwritev = os.pwritev
     calls = 0
 
-    def failing_writev(fd: int, buffers: list[bytes]) -> int:
+    def failing_pwritev(fd: int, buffers: list[bytes], offset: int, flags: int = 0) -> int:
         nonlocal calls
         calls += 1
         if calls >= 3:
             raise OSError(errno.ENOSPC, "injected: no space left")
-        return real_writev(fd, buffers)
+        return real_pwritev(fd, buffers, offset, flags)
 
-    monkeypatch.setattr(os, "writev", failing_writev)
+    monkeypatch.setattr(os, "pwritev", failing_pwritev)
     wal = Wal.open(db_path, CONFIG)
     acked, errors = commit_until_broken(wal)
     assert errors and all(isinstance(e.__cause__, OSError) for e in errors)
     assert errors[0].__cause__.errno == errno.ENOSPC  # type: ignore[union-attr]
     with pytest.raises(BrokenLogError):
         wal.close()
-    monkeypatch.setattr(os, "writev", real_writev)
+    monkeypatch.setattr(os, "pwritev", real_pwritev)
     assert_reopen_recovers_every_acked_commit(db_path, acked)
 
 

@@ -459,8 +459,9 @@ class _PausingFileSystem(RecordingFileSystem):
     """Writes the data file in two halves with a pause between (``halfway`` is set in it), and
     can hold a data-file pread until ``read_gate`` opens (``reading`` is set when one waits)."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_path: Path) -> None:
         super().__init__()
+        self.data_path = str(data_path)
         self.halfway = threading.Event()
         self.resume = threading.Event()
         self.reading = threading.Event()
@@ -469,6 +470,8 @@ class _PausingFileSystem(RecordingFileSystem):
     def pwritev(
         self, fd: int, buffers: Sequence[bytes | bytearray | memoryview], offset: int
     ) -> int:
+        if self._fd_paths.get(fd) != self.data_path:
+            return super().pwritev(fd, buffers, offset)
         data = b"".join(bytes(b) for b in buffers)
         half = len(data) // 2
         written = os.pwrite(fd, data[:half], offset)
@@ -497,7 +500,7 @@ def _store_with_page_0_checkpointed(db_path: Path, fs: _PausingFileSystem) -> Wa
 def test_a_page_the_checkpoint_is_rewriting_is_served_from_memory_not_half_written(
     db_path: Path,
 ) -> None:
-    fs = _PausingFileSystem()
+    fs = _PausingFileSystem(db_path)
     pager = _store_with_page_0_checkpointed(db_path, fs)
     installed = threading.Event()
     real_install = pager._install
@@ -526,7 +529,7 @@ def test_a_page_the_checkpoint_is_rewriting_is_served_from_memory_not_half_writt
 def test_a_reader_that_missed_the_overlay_before_a_checkpoint_rereads_its_page(
     db_path: Path,
 ) -> None:
-    fs = _PausingFileSystem()
+    fs = _PausingFileSystem(db_path)
     pager = _store_with_page_0_checkpointed(db_path, fs)
     gate = fs.read_gate = threading.Event()
     seen: list[bytes] = []
@@ -549,7 +552,7 @@ def test_a_reader_that_missed_the_overlay_before_a_checkpoint_rereads_its_page(
 
 
 def test_close_waits_for_a_checkpoint_another_thread_is_running(db_path: Path) -> None:
-    fs = _PausingFileSystem()
+    fs = _PausingFileSystem(db_path)
     pager = _store_with_page_0_checkpointed(db_path, fs)
     commit(pager, {0: image(0, 2)})
     errors: list[BaseException] = []

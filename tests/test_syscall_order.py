@@ -228,8 +228,13 @@ def check_publish_order(calls: list[Call], db_path: str) -> Report:
             if named is None or not named[1] or named[0] not in publishes or not ok:
                 continue
             publish = publishes[named[0]]
-            if publish.fsync is None and call.entry > publish.opened.exit:
+            # pwritev2 with RWF_DSYNC is a write and its data sync in one call.
+            dsync = call.name == "pwritev2" and "RWF_DSYNC" in call.args
+            if ((publish.fsync is None or (dsync and publish.rename is None))
+                    and call.entry > publish.opened.exit):
                 publish.writes.append(call)
+                if dsync:
+                    publish.fsync = call
             elif publish.fsync is not None:
                 publish.late_writes.append(call)
         elif call.name in ("fsync", "fdatasync") and call.result == 0:
@@ -426,3 +431,25 @@ def test_checker_on_hand_written_traces(tmp_path: Path) -> None:
             *good[5:]]
     report = check_publish_order(parse_trace(late), db_path)
     assert any("after its fsync began" in v for v in report.violations), report.violations
+
+
+def test_checker_counts_a_dsync_pwritev2_as_write_and_fsync_but_not_a_plain_one(
+    tmp_path: Path,
+) -> None:
+    directory = str(tmp_path)
+    db_path = os.path.join(directory, "db")
+    good = _publish_lines(1, directory=directory, split_dir_fsync=False)
+    tmp = f"{directory}/db-wal-seg-{1:016x}.tmp"
+    write_line = next(i for i, line in enumerate(good) if "writev(" in line)
+    fsync_line = next(i for i, line in enumerate(good) if f"fsync(4<{tmp}>" in line)
+
+    def with_pwritev2(flags: str) -> list[str]:
+        lines = [line for i, line in enumerate(good) if i not in (fsync_line, write_line + 2)]
+        lines[write_line] = (f'7 pwritev2(4<{tmp}>, [{{iov_base="LAWP"..., iov_len=64}}], 1, 0, '
+                             f"{flags}) = 64")
+        return lines
+
+    assert check_publish_order(parse_trace(with_pwritev2("RWF_DSYNC")), db_path).violations == []
+    report = check_publish_order(parse_trace(with_pwritev2("0")), db_path)
+    assert len(report.violations) == 1
+    assert "came before fsync of the temporary file" in report.violations[0]

@@ -334,6 +334,14 @@ class SimulatedFileSystem:
         with self._lock:
             return self._write("pwritev", self._fds[fd][0], offset, buffers)
 
+    def pwritev_dsync(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
+        """A write then an fsync of the file, as two logged operations (faults: ``writev``
+        for the write, ``fsync`` for the sync)."""
+        with self._lock:
+            written = self._write("writev", self._fds[fd][0], offset, buffers)
+            self.fsync(fd)
+            return written
+
     def fsync(self, fd: int) -> None:
         with self._lock:
             path, _ = self._fds[fd]
