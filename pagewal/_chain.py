@@ -91,10 +91,12 @@ class RecoveryResult:
 
     @property
     def last_commit_seq(self) -> int:
+        """The last durable commit_seq (the next commit gets this + 1)."""
         return self.last.commit_seq
 
     @property
     def last_epoch(self) -> int:
+        """The epoch of the last segment in the chain (or of the checkpoint)."""
         return self.last.epoch
 
     @property

@@ -224,6 +224,7 @@ class SegmentHeader:
         return bool(self.flags & SEGMENT_FLAG_SERIALIZED)
 
     def encode(self) -> bytes:
+        """The 64-byte header, CRC32C included (DESIGN §4)."""
         head = _HEADER.pack(
             MAGIC, FORMAT_VERSION, self.flags, self.epoch, self.record_count, self.lane_count, 0,
             self.commit_seq_lo, self.commit_seq_hi, self.prev_epoch, self.body_length, 0,
@@ -292,6 +293,7 @@ class DecodedSegment:
     data: memoryview
 
     def image(self, index: int) -> memoryview:
+        """Record ``index``'s after-image, a view of the segment's bytes."""
         row = self.records[index]
         start = int(row["image_offset"])
         return self.data[start : start + int(row["image_length"])]
@@ -452,6 +454,7 @@ class ChainPosition:
     commit_seq: int = attrs.field(default=0, validator=_u64)
 
     def encode(self) -> bytes:
+        """The 32-byte checkpoint file recording this position."""
         body = _CHECKPOINT.pack(CHECKPOINT_MAGIC, FORMAT_VERSION, 0, self.epoch, self.commit_seq, 0)
         return body + _HEADER_CRC.pack(crc32c.crc32c(body))
 

@@ -47,7 +47,8 @@ class FileSystem(Protocol):
         """Open ``path`` for reading and writing in place, creating it empty if missing (never
         truncating): the pager's data file."""
 
-    def file_size(self, fd: int) -> int: ...
+    def file_size(self, fd: int) -> int:
+        """The size in bytes of the open file ``fd``."""
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         """Up to ``size`` bytes at ``offset``; fewer at the end of the file."""
@@ -62,18 +63,23 @@ class FileSystem(Protocol):
     def writev(self, fd: int, buffers: Sequence[Buffer]) -> int:
         """Write ``buffers`` in order; may write fewer bytes than given (short write)."""
 
-    def fsync(self, fd: int) -> None: ...
+    def fsync(self, fd: int) -> None:
+        """Make the file's data and metadata durable; ``OSError`` if they may not be."""
 
-    def close(self, fd: int) -> None: ...
+    def close(self, fd: int) -> None:
+        """Close a descriptor this file system returned."""
 
-    def rename(self, source: str, target: str) -> None: ...
+    def rename(self, source: str, target: str) -> None:
+        """Atomically replace ``target`` by ``source`` (durable after :meth:`fsync_dir`)."""
 
-    def unlink(self, path: str) -> None: ...
+    def unlink(self, path: str) -> None:
+        """Remove ``path`` (durable after :meth:`fsync_dir`)."""
 
     def fsync_dir(self, directory: str) -> None:
         """Make the directory's entries (creates, renames, unlinks) durable."""
 
-    def listdir(self, directory: str) -> list[str]: ...
+    def listdir(self, directory: str) -> list[str]:
+        """The names in ``directory``."""
 
     def read_file(self, path: str) -> bytes | memoryview:
         """The whole file, as bytes or a read-only view of a mapping of it."""
@@ -81,10 +87,11 @@ class FileSystem(Protocol):
     def try_lock(self, path: str) -> int | None:
         """Take an exclusive lock on ``path`` (created if needed): a handle, or None if held."""
 
-    def unlock(self, handle: int) -> None: ...
+    def unlock(self, handle: int) -> None:
+        """Release a lock :meth:`try_lock` took."""
 
 
-class OsFileSystem:
+class OsFileSystem(FileSystem):
     """The real file system, one ``os`` call per operation.
 
     A directory is opened once and its descriptor kept for later directory fsyncs (two

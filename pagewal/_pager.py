@@ -199,6 +199,7 @@ class WalPager:
 
     @property
     def page_size(self) -> int:
+        """Bytes per page (every image is exactly this long)."""
         return self._page_size
 
     @property

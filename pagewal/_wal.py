@@ -250,6 +250,7 @@ class Wal:
 
     @property
     def config(self) -> WalConfig:
+        """The configuration the log was opened with."""
         return self._config
 
     def __enter__(self) -> Wal:

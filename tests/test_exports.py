@@ -44,6 +44,27 @@ def test_public_classes_and_functions_have_docstrings() -> None:
             assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
 
 
+def test_every_public_method_and_property_has_a_docstring() -> None:
+    import inspect
+
+    import pagewal.trio
+    from pagewal import harness
+
+    missing = []
+    for module in (pagewal, pagewal.trio, harness):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not inspect.isclass(obj):
+                continue
+            for attribute, value in vars(obj).items():
+                if attribute.startswith("_") or not (callable(value)
+                                                     or isinstance(value, property)):
+                    continue
+                if not (inspect.getdoc(getattr(obj, attribute)) or "").strip():
+                    missing.append(f"{module.__name__}.{name}.{attribute}")
+    assert missing == []
+
+
 def test_errors_form_one_hierarchy() -> None:
     errors = [pagewal.BrokenLogError, pagewal.ClosedError, pagewal.ConfigError,
               pagewal.CorruptSegmentError, pagewal.ImageTooLargeError,

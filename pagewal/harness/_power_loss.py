@@ -76,6 +76,7 @@ class PowerLossReport(Report):
     workload: str = "wal"
 
     def summary(self) -> list[str]:
+        """The figures, one line each."""
         return [
             f"power loss ({self.workload}): seed {self.seed}, {self.operations} file operations, "
             f"{self.crash_points} crash points, {self.states} crash states tried",

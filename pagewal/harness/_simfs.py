@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import attrs
 
+from .._fs import FileSystem
+
 SECTOR = 512
 
 Buffer = bytes | bytearray | memoryview
@@ -244,7 +246,7 @@ def _apply_dir_op(entries: dict[str, int], op: _DirOp) -> None:
         entries.pop(op.name, None)
 
 
-class SimulatedFileSystem:
+class SimulatedFileSystem(FileSystem):
     """An in-memory :class:`pagewal.FileSystem` that logs operations and injects faults.
 
     ``files`` is the initial (durable) content, ``{path: bytes}``; or ``model`` carries on
@@ -281,6 +283,7 @@ class SimulatedFileSystem:
             return SimulatedFileSystem(model=self.model)
 
     def op_count(self) -> int:
+        """How many mutating operations were logged so far."""
         with self._lock:
             return len(self.ops)
 
