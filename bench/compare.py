@@ -245,6 +245,7 @@ def main(
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     base = args.dir or args.out
+    os.makedirs(base, exist_ok=True)
     peers = all_peers()
     if args.systems:
         wanted = {s.strip() for s in args.systems.split(",")}

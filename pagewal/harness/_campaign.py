@@ -85,32 +85,28 @@ def run_campaign(
                    + settings.kills + settings.kills // 2)
     violations = 0
     states = 0
+
+    def tally(report: PowerLossReport) -> None:
+        nonlocal violations, states
+        states += report.states
+        violations += report.violation_count
+        for line in report.lines():
+            say(line)
+        steps.advance()
+
     run = 0
     while run < settings.seeds or states < settings.min_states:
-        report = run_power_loss(seed=seed + run, threads=settings.threads,
-                                commits_per_thread=settings.commits_per_thread)
-        states += report.states
-        violations += report.violation_count
-        for line in report.lines():
-            say(line)
+        if run >= settings.seeds:
+            steps.total += 1  # one more workload to reach min_states
+        tally(run_power_loss(seed=seed + run, threads=settings.threads,
+                             commits_per_thread=settings.commits_per_thread))
         run += 1
-        steps.advance()
     for number in range(settings.sampled_workloads):
-        report = run_power_loss(seed=seed + run + number, threads=8, commits_per_thread=30,
-                                max_points=_SAMPLED_POINTS)
-        states += report.states
-        violations += report.violation_count
-        for line in report.lines():
-            say(line)
-        steps.advance()
+        tally(run_power_loss(seed=seed + run + number, threads=8, commits_per_thread=30,
+                             max_points=_SAMPLED_POINTS))
     for number in range(settings.pager_seeds):
-        report = run_pager_power_loss(seed=seed + number, threads=settings.threads,
-                                      commits_per_thread=settings.commits_per_thread)
-        states += report.states
-        violations += report.violation_count
-        for line in report.lines():
-            say(line)
-        steps.advance()
+        tally(run_pager_power_loss(seed=seed + number, threads=settings.threads,
+                                   commits_per_thread=settings.commits_per_thread))
     say(f"power loss total: {states} crash states over "
         f"{run + settings.sampled_workloads + settings.pager_seeds} workloads "
         f"({settings.pager_seeds} on the pager)")

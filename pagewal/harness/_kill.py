@@ -32,7 +32,7 @@ from .._errors import CorruptSegmentError
 from .._pager import WalPager
 from .._recovery import recover
 from .._wal import Wal
-from ._workload import Report, Verdict, commit_pages, txn_id_for, verify
+from ._workload import Report, Verdict, commit_pages, run_writers, txn_id_for, verify
 
 _READY = "READY"
 
@@ -49,7 +49,7 @@ def _wal_workload(db_path: str, *, seed: int, run: int, threads: int,
                 ticket = wal.commit(commit_pages(seed, txn), txn_id=txn)
                 report(ticket.commit_seq, txn)
 
-        _run_writers(writer, threads)
+        run_writers(writer, threads, daemon=True)
 
 
 def _pager_workload(db_path: str, *, seed: int, run: int, threads: int,
@@ -72,15 +72,7 @@ def _pager_workload(db_path: str, *, seed: int, run: int, threads: int,
                 if index == 0 and counter % 50 == 49:
                     pager.checkpoint()  # requested checkpoints, beside the automatic ones
 
-        _run_writers(writer, threads)
-
-
-def _run_writers(writer: Callable[[int], None], threads: int) -> None:
-    workers = [threading.Thread(target=writer, args=(i,), daemon=True) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+        run_writers(writer, threads, daemon=True)
 
 
 _PAGER_PAGE_SIZE = 1024

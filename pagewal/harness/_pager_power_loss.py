@@ -18,7 +18,7 @@ from .._errors import BrokenLogError, CorruptSegmentError, InvalidPageError
 from .._pager import WalPager
 from ._power_loss import AckTracker, PowerLossReport
 from ._simfs import Fault, SimulatedFileSystem, crash_states
-from ._workload import PAGE_RANGE, Report, txn_id_for
+from ._workload import PAGE_RANGE, Report, crash_points, run_writers, txn_id_for
 
 DB_PATH = "/simulated/store.db"
 PAGE_SIZE = 512  # one sector: a torn data-file write tears between pages, and states stay few
@@ -80,21 +80,14 @@ def run_pager_power_loss(
                 broken = True
                 return
 
-    workers = [threading.Thread(target=writer, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    run_writers(writer, threads)
     try:
         pager.close()
     except BrokenLogError:
         broken = True
     acks.observe(fs.op_count())
 
-    total_points = len(fs.ops) + 1
-    points = None
-    if max_points is not None and max_points < total_points:
-        points = sorted(rng.sample(range(total_points), max_points))
+    points = crash_points(len(fs.ops), max_points, rng)
     figures = dict.fromkeys(("states", "verified", "lost", "partial", "failures"), 0)
     violations: list[str] = []
     for count, description, state in crash_states(fs.initial, fs.ops, points=points, rng=rng,
@@ -110,7 +103,7 @@ def run_pager_power_loss(
         violations.extend(f"{where}: {p}" for p in problems)
     return PowerLossReport(
         seed=seed, operations=len(fs.ops),
-        crash_points=total_points if points is None else len(points), states=figures["states"],
+        crash_points=len(fs.ops) + 1 if points is None else len(points), states=figures["states"],
         acked_commits=acks.count, acked_verified=figures["verified"], lost=figures["lost"],
         partial=figures["partial"], recovery_failures=figures["failures"],
         reopened=figures["states"], broken_log=broken, violation_count=len(violations),

@@ -22,7 +22,7 @@ from .._recovery import recover
 from .._stats import Ticket
 from .._wal import Wal
 from ._simfs import Fault, SimulatedFileSystem, crash_states
-from ._workload import Report, commit_pages, txn_id_for, verify
+from ._workload import Report, commit_pages, crash_points, run_writers, txn_id_for, verify
 
 DB_PATH = "/simulated/db"
 _WAIT_SECONDS = 0.5
@@ -135,21 +135,14 @@ def run_power_loss(
                 continue  # unacknowledged; go on so a later epoch can follow a stuck one
             acks.observe(fs.op_count())
 
-    workers = [threading.Thread(target=writer, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    run_writers(writer, threads)
     try:
         wal.close()
     except BrokenLogError:
         broken = True
     acks.observe(fs.op_count())
 
-    total_points = len(fs.ops) + 1
-    points: Sequence[int] | None = None
-    if max_points is not None and max_points < total_points:
-        points = sorted(rng.sample(range(total_points), max_points))
+    points = crash_points(len(fs.ops), max_points, rng)
     figures = dict.fromkeys(("states", "verified", "lost", "partial", "failures", "reopened"), 0)
     violations: list[str] = []
     for count, description, state in crash_states(fs.initial, fs.ops, points=points, rng=rng,
@@ -177,7 +170,7 @@ def run_power_loss(
                               for v in _reopen_and_continue(state_fs, config, seed, result))
     return PowerLossReport(
         seed=seed, operations=len(fs.ops),
-        crash_points=total_points if points is None else len(points), states=figures["states"],
+        crash_points=len(fs.ops) + 1 if points is None else len(points), states=figures["states"],
         acked_commits=acks.count, acked_verified=figures["verified"], lost=figures["lost"],
         partial=figures["partial"], recovery_failures=figures["failures"],
         reopened=figures["reopened"], broken_log=broken, violation_count=len(violations),

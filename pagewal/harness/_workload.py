@@ -8,7 +8,8 @@ compared byte for byte, even after a ``kill -9`` lost the report of it.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
@@ -17,6 +18,23 @@ from .._chain import RecoveryResult
 _MAX_REPORTED = 20
 PAGE_RANGE = 48  # few pages, so later commits overwrite earlier ones and order matters
 MAX_IMAGE = 1500
+
+
+def run_writers(writer: Callable[[int], None], threads: int, *, daemon: bool = False) -> None:
+    """Run ``writer(0) .. writer(threads - 1)`` in threads and wait for all of them."""
+    workers = [threading.Thread(target=writer, args=(i,), daemon=daemon) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def crash_points(op_count: int, max_points: int | None, rng: random.Random) -> Sequence[int] | None:
+    """Which op counts to crash at: all (``None``), or ``max_points`` of them sampled."""
+    total = op_count + 1
+    if max_points is None or max_points >= total:
+        return None
+    return sorted(rng.sample(range(total), max_points))
 
 
 def txn_id_for(run: int, writer: int, counter: int) -> int:
