@@ -998,3 +998,86 @@ def test_a_released_memoryview_image_is_an_invalid_commit() -> None:
     view.release()
     with pytest.raises(InvalidCommitError, match="bytes-like"):
         make_commit([(1, view)])
+
+
+# ----------------------------------------------------------------------------- uniform fast path
+# Segments whose records all have one size (a page store's) are validated column-wise; any
+# failed check hands the segment to the record-by-record decoder. The fast path must therefore
+# never accept what the record-by-record decoder rejects, nor index records differently.
+
+UNIFORM_IMAGE = 600  # records of 640 bytes: above the fast path's 512-byte minimum
+
+
+def _both_decoders(data: bytes) -> tuple[object, object]:
+    """(what decode_segment gives, what the record-by-record decoder alone gives)."""
+    from pagewal._codec import _decode_records, decode_header
+
+    def outcome(decode: Any) -> object:
+        try:
+            decoded = decode()
+        except CorruptSegmentError as error:
+            return ("rejected", error.offset, error.reason)
+        return ("accepted", decoded.records.tobytes())
+
+    return (outcome(lambda: decode_segment(data, PATH)),
+            outcome(lambda: _decode_records(memoryview(data), decode_header(data, PATH), PATH)))
+
+
+_MUTATIONS = ["none", "lane", "flags", "reserved", "seq_outside", "seq_other_commit",
+              "drop_last_flag", "extra_last_flag", "size", "duplicate_commit", "swap_records"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sizes=st.lists(st.integers(1, 3), min_size=1, max_size=4), lo=st.integers(1, 3),
+       mutation=st.sampled_from(_MUTATIONS), data=st.data())
+def test_the_uniform_fast_path_decides_exactly_as_the_record_by_record_decoder(
+    sizes: list[int], lo: int, mutation: str, data: st.DataObject
+) -> None:
+    # A valid uniform segment: commits lo.. with 1..3 records each, then one change to one
+    # record (its CRC kept valid, so only the semantic checks can catch it).
+    specs = [{"seq": lo + c, "page_no": r, "lane": c % 2, "last": r == n - 1, "flags": None,
+              "reserved": 0, "size": UNIFORM_IMAGE}
+             for c, n in enumerate(sizes) for r in range(n)]
+    target = data.draw(st.integers(0, len(specs) - 1))
+    spec = specs[target]
+    if mutation == "lane":
+        spec["lane"] = 2
+    elif mutation == "flags":
+        spec["flags"] = data.draw(st.sampled_from([0x2, 0x81, 0x80]))
+    elif mutation == "reserved":
+        spec["reserved"] = 1
+    elif mutation == "seq_outside":
+        spec["seq"] = data.draw(st.sampled_from([lo - 1, lo + len(sizes)]))
+    elif mutation == "seq_other_commit":
+        spec["seq"] = data.draw(st.integers(lo, lo + len(sizes) - 1))
+    elif mutation == "drop_last_flag":
+        spec["last"] = False
+    elif mutation == "extra_last_flag":
+        spec["last"] = True
+    elif mutation == "size":
+        spec["size"] = UNIFORM_IMAGE - 1
+    elif mutation == "duplicate_commit":
+        specs.append(dict(specs[-1]))
+    elif mutation == "swap_records" and target + 1 < len(specs):
+        specs[target], specs[target + 1] = specs[target + 1], specs[target]
+    records = [hand_record(seq=s["seq"], page_no=s["page_no"], lane=s["lane"], last=s["last"],
+                           flags=s["flags"], reserved=s["reserved"],
+                           image=bytes([s["page_no"]]) * s["size"]) for s in specs]
+    segment = hand_segment(records, lo=lo, hi=lo + len(sizes) - 1, lane_count=2)
+    fast, reference = _both_decoders(segment)
+    assert fast == reference
+    if mutation == "none":
+        assert fast[0] == "accepted"
+
+
+def test_the_uniform_fast_path_rejects_every_bit_flip_the_record_decoder_rejects() -> None:
+    commits = [make_commit([(i, bytes([i]) * UNIFORM_IMAGE), (i + 9, b"\x01" * UNIFORM_IMAGE)])
+               for i in range(3)]
+    data = build_segment(commits)
+    assert _both_decoders(data)[0][0] == "accepted"
+    for bit in range(HEADER_BYTES * 8, len(data) * 8, 7):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        fast, reference = _both_decoders(bytes(flipped))
+        assert fast == reference
+        assert fast[0] == "rejected", bit
