@@ -130,17 +130,7 @@ class RecoveryResult:
     def latest_images(self) -> tuple[list[int], list[int], list[memoryview]]:
         """Each page's last image in canonical order: ``(page_nos ascending, commit_seqs,
         images)``. The images are views of the segments' bytes (no copies)."""
-        page_nos = self.records["page_no"]
-        # np.unique on the reversed column finds each page's last occurrence.
-        unique_pages, reversed_index = np.unique(page_nos[::-1], return_index=True)
-        rows = self.records[page_nos.size - 1 - reversed_index]
-        images = [
-            self._data[segment][start : start + length]
-            for segment, start, length in zip(
-                rows["segment"].tolist(), rows["image_offset"].tolist(),
-                rows["image_length"].tolist(), strict=True)
-        ]
-        return unique_pages.tolist(), rows["commit_seq"].tolist(), images
+        return latest_images(self.records, self._data)
 
     def apply_to(self, pages: MutableMapping[int, bytes]) -> MutableMapping[int, bytes]:
         """Apply the records to ``pages`` (page_no → image) in canonical order; return it.
@@ -157,6 +147,24 @@ class RecoveryResult:
         result: dict[int, bytes] = {}
         self.apply_to(result)
         return result
+
+
+def latest_images(
+    records: RecordArray, data: Sequence[memoryview]
+) -> tuple[list[int], list[int], list[memoryview]]:
+    """Each page's last image among canonical ``records`` (whose ``segment`` column indexes
+    ``data``): ``(page_nos ascending, commit_seqs, images)``, images as views of ``data``."""
+    page_nos = records["page_no"]
+    # np.unique on the reversed column finds each page's last occurrence.
+    unique_pages, reversed_index = np.unique(page_nos[::-1], return_index=True)
+    rows = records[page_nos.size - 1 - reversed_index]
+    images = [
+        data[segment][start : start + length]
+        for segment, start, length in zip(
+            rows["segment"].tolist(), rows["image_offset"].tolist(),
+            rows["image_length"].tolist(), strict=True)
+    ]
+    return unique_pages.tolist(), rows["commit_seq"].tolist(), images
 
 
 def first_difference(expected: DecodedSegment, actual: DecodedSegment) -> str | None:

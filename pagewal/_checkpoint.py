@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 import attrs
 import numpy as np
 
-from ._chain import RecoveryResult, SegmentInfo, canonical_records
-from ._codec import ChainPosition, DecodedSegment
+from ._chain import RecoveryResult, canonical_records, latest_images
+from ._codec import ChainPosition, DecodedSegment, RecordArray
 from ._errors import CorruptSegmentError, InvalidPageError
 from ._fs import FileSystem, write_all
 from ._recovery import LogFiles, read_segment, segment_epochs, write_checkpoint
@@ -61,31 +61,47 @@ def run_checkpoint(
     sync: bool,
     before_write: BatchHook | None = None,
     on_written: BatchHook | None = None,
+    recovered: RecoveryResult | None = None,
 ) -> CheckpointResult:
     """Apply the segments after ``base`` through ``target`` to the data file and retire them.
 
     ``target`` must be durable (published; fsynced with ``fsync=full``). ``sync=False``
-    (``fsync=off``) leaves out every fsync. Raises :class:`CorruptSegmentError` if a segment
-    fails validation or the chain does not reach ``target``, :class:`InvalidPageError` if a
-    record is not exactly ``page_size`` bytes, ``OSError`` if the file system fails; nothing
-    is deleted then, and the checkpoint file still names ``base``.
+    (``fsync=off``) leaves out every fsync. ``recovered``, if given, is what recovery has just
+    read and validated from ``base`` to ``target`` (a log being opened): it is applied as it is
+    rather than read again. Raises :class:`CorruptSegmentError` if a segment fails validation
+    or the chain does not reach ``target``, :class:`InvalidPageError` if a record is not
+    exactly ``page_size`` bytes, ``OSError`` if the file system fails; nothing is deleted then,
+    and the checkpoint file still names ``base``.
     """
     started = time.perf_counter()
-    epochs = [e for e in segment_epochs(files, fs.listdir(files.directory))
-              if base.epoch < e <= target.epoch]
-    position = base
-    batch: list[DecodedSegment] = []
-    batch_bytes = bytes_read = pages_written = 0
-    for epoch in epochs:
-        segment = read_segment(files, fs, epoch, position)
-        position = ChainPosition(segment.header.epoch, segment.header.commit_seq_hi)
-        batch.append(segment)
-        batch_bytes += segment.data.nbytes
-        if batch_bytes >= BATCH_BYTES or epoch == epochs[-1]:
-            pages_written += _apply_batch(fs, data_fd, page_size, batch, before_write,
-                                          on_written)
-            bytes_read += batch_bytes
-            batch, batch_bytes = [], 0
+    hooks = (before_write, on_written)
+    if recovered is not None:
+        if (recovered.base, recovered.last) != (base, target):
+            raise ValueError(f"recovered {recovered.base}..{recovered.last}, not {base}..{target}")
+        epochs = [info.header.epoch for info in recovered.segments]
+        _check_page_size(recovered.records, [info.path for info in recovered.segments],
+                         page_size)
+        pages_written = _write_pages(fs, data_fd, page_size, recovered.latest_images(), hooks)
+        bytes_read, position = recovered.bytes_read, recovered.last
+    else:
+        epochs = [e for e in segment_epochs(files, fs.listdir(files.directory))
+                  if base.epoch < e <= target.epoch]
+        position = base
+        batch: list[DecodedSegment] = []
+        batch_bytes = bytes_read = pages_written = 0
+        for epoch in epochs:
+            segment = read_segment(files, fs, epoch, position)
+            position = ChainPosition(segment.header.epoch, segment.header.commit_seq_hi)
+            batch.append(segment)
+            batch_bytes += segment.data.nbytes
+            if batch_bytes >= BATCH_BYTES or epoch == epochs[-1]:
+                records = canonical_records(batch)
+                _check_page_size(records, [s.path for s in batch], page_size)
+                pages_written += _write_pages(
+                    fs, data_fd, page_size, latest_images(records, [s.data for s in batch]),
+                    hooks)
+                bytes_read += batch_bytes
+                batch, batch_bytes = [], 0
     if position != target:
         raise CorruptSegmentError(
             files.segment_path(target.epoch), 0,
@@ -104,31 +120,30 @@ def run_checkpoint(
                             bytes_read=bytes_read, seconds=time.perf_counter() - started)
 
 
-def _apply_batch(
-    fs: FileSystem,
-    data_fd: int,
-    page_size: int,
-    segments: list[DecodedSegment],
-    before_write: BatchHook | None,
-    on_written: BatchHook | None,
-) -> int:
-    records = canonical_records(segments)
+def _check_page_size(records: RecordArray, paths: Sequence[str], page_size: int) -> None:
+    """Every record of canonical ``records`` (``segment`` indexes ``paths``) is one page."""
     wrong = np.flatnonzero(records["image_length"] != page_size)
     if wrong.size:
         row = records[wrong[0]]
         raise InvalidPageError(
-            f"{segments[int(row['segment'])].path}: commit {int(row['commit_seq'])} holds a "
+            f"{paths[int(row['segment'])]}: commit {int(row['commit_seq'])} holds a "
             f"{int(row['image_length'])}-byte image of page {int(row['page_no'])}, but the "
             f"pager's pages are {page_size} bytes")
-    batch = RecoveryResult(
-        base=ChainPosition(), last=ChainPosition(),
-        segments=tuple(SegmentInfo(s.path, s.header) for s in segments), skipped=(),
-        removed_temp_files=(), bytes_read=0, records=records,
-        data=tuple(s.data for s in segments))
-    page_nos, commit_seqs, images = batch.latest_images()
+
+
+def _write_pages(
+    fs: FileSystem,
+    data_fd: int,
+    page_size: int,
+    latest: tuple[list[int], list[int], list[memoryview]],
+    hooks: tuple[BatchHook | None, BatchHook | None],
+) -> int:
+    """Write each page's image at ``page_no * page_size``; runs of consecutive page numbers go
+    out in one pwritev each. Returns the number of pages written."""
+    page_nos, commit_seqs, images = latest
+    before_write, on_written = hooks
     if before_write is not None:
         before_write(page_nos, commit_seqs, images)
-    # Runs of consecutive page numbers go out in one pwritev each.
     breaks = (np.flatnonzero(np.diff(np.asarray(page_nos, dtype=np.int64)) != 1) + 1).tolist()
     for start, stop in zip([0, *breaks], [*breaks, len(page_nos)], strict=True):
         write_all(fs, data_fd, images[start:stop], offset=page_nos[start] * page_size)

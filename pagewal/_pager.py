@@ -30,6 +30,7 @@ from types import TracebackType
 
 import attrs
 
+from ._chain import RecoveryResult
 from ._checkpoint import CheckpointResult, run_checkpoint
 from ._codec import MAX_IMAGE_SIZE, MAX_PAGE_NO, RECORD_OVERHEAD, ChainPosition
 from ._config import FsyncMode, WalConfig
@@ -184,7 +185,7 @@ class WalPager:
             raise
         try:
             if recovery.segments:
-                pager.checkpoint()  # the recovered commits go into the data file now
+                pager._checkpoint(recovery)  # the recovered commits go into the data file
             wal.release_recovery()  # applied: neither their bytes nor mappings stay alive
         except BaseException:
             with contextlib.suppress(PagewalError):
@@ -256,7 +257,8 @@ class WalPager:
 
         ``txn_id`` is stored with each record of its commit (for tools; 0 = none).
         """
-        self._raise_if_unusable()
+        with self._state:
+            self._raise_if_unusable()
         return Transaction(self, txn_id)
 
     def wait_durable(self, ticket: Ticket, timeout: float | None = None) -> None:
@@ -308,6 +310,11 @@ class WalPager:
         (:class:`BrokenLogError`, cause chained): the data file may have lost writes, so it is
         not read again until the store is reopened, which replays the log.
         """
+        return self._checkpoint()
+
+    def _checkpoint(self, recovered: RecoveryResult | None = None) -> CheckpointResult:
+        """:meth:`checkpoint`; ``recovered`` is what opening the log just read and validated,
+        applied as it is instead of being read from the segments again."""
         with self._checkpoint_lock:
             with self._state:
                 self._raise_if_unusable()
@@ -316,7 +323,7 @@ class WalPager:
             target = self._wal.durable_position
             self._wal.sync()  # fsync=normal: the segments are fsynced before any is deleted
             try:
-                result = self._run_checkpoint(self._fs, target)
+                result = self._run_checkpoint(self._fs, target, recovered)
             except (OSError, PagewalError) as error:
                 self._break(f"checkpoint to epoch {target.epoch} failed ({error}); reopen the "
                             "store to replay the log", error)
@@ -331,10 +338,13 @@ class WalPager:
                 self._state.notify_all()
             return result
 
-    def _run_checkpoint(self, fs: FileSystem, target: ChainPosition) -> CheckpointResult:
+    def _run_checkpoint(
+        self, fs: FileSystem, target: ChainPosition, recovered: RecoveryResult | None
+    ) -> CheckpointResult:
         return run_checkpoint(
             self._files, fs, self._data_fd, page_size=self._page_size, base=self._checkpointed,
-            target=target, sync=self._sync, before_write=self._pin, on_written=self._unpin)
+            target=target, sync=self._sync, before_write=self._pin, on_written=self._unpin,
+            recovered=recovered)
 
     def _pin(self, page_nos: Sequence[int], commit_seqs: Sequence[int],
              images: Sequence[memoryview]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from .._chain import RecoveryResult
 from .._checkpoint import CheckpointResult
 from .._codec import ChainPosition, Commit
 from .._fs import FileSystem, PublishTimes, publish_atomically
@@ -117,8 +118,11 @@ class CheckpointSkipsDataFsync(WalPager):
     """Records the checkpoint and deletes segments without fsyncing the data file first: a
     power loss can then lose checkpointed pages whose only other copy was deleted."""
 
-    def _run_checkpoint(self, fs: FileSystem, target: ChainPosition) -> CheckpointResult:
-        return super()._run_checkpoint(_NoFsyncOf(fs, self._data_fd), target)  # type: ignore[arg-type]
+    def _run_checkpoint(
+        self, fs: FileSystem, target: ChainPosition, recovered: RecoveryResult | None
+    ) -> CheckpointResult:
+        return super()._run_checkpoint(_NoFsyncOf(fs, self._data_fd), target,  # type: ignore[arg-type]
+                                       recovered)
 
 
 PAGER_MUTANTS: dict[str, type[WalPager]] = {
