@@ -12,6 +12,7 @@ from conftest import RecordingFileSystem
 
 from pagewal import BrokenLogError, Ticket, Wal, WalConfig, recover
 from pagewal._codec import is_temp_segment_name
+from pagewal.harness._workload import run_writers
 
 CONFIG = WalConfig(lanes=2, epoch_interval_ms=1)
 
@@ -34,11 +35,7 @@ def commit_until_broken(wal: Wal, threads: int = 4, each: int = 50) -> tuple[
             with lock:
                 acked.append(ticket)
 
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    run_writers(work, threads)
     return acked, errors
 
 

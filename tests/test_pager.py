@@ -25,6 +25,7 @@ from pagewal import (
 )
 from pagewal._codec import checkpoint_name, parse_segment_name
 from pagewal.harness import SimulatedFileSystem, crash_states
+from pagewal.harness._workload import run_writers
 
 PAGE = 4096
 FAST = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off")
@@ -106,11 +107,7 @@ def test_concurrent_transactions_from_16_threads_then_reopen_equal_an_oracle(
             oracle.add(tx.ticket, pages)
 
     with WalPager.open(str(db_path), PAGE, config) as pager:
-        workers = [threading.Thread(target=work, args=(pager, i)) for i in range(16)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        run_writers(lambda index: work(pager, index), 16)
         assert sorted(oracle.commits) == list(range(1, 16 * 40 + 1))
         assert_store_equals(pager, oracle.pages(), range(300))
         stats = pager.statistics()

@@ -24,6 +24,7 @@ from pagewal import (
     recover,
 )
 from pagewal._codec import parse_segment_name, segment_name
+from pagewal.harness._workload import run_writers as run_threads
 
 FAST = WalConfig(lanes=4, epoch_interval_ms=1, fsync="off")
 
@@ -64,11 +65,7 @@ def run_writers(
         except BaseException as error:  # surfaced by the assertion below
             errors.append(error)
 
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    run_threads(work, threads)
     assert errors == []
     return results
 
@@ -160,11 +157,7 @@ def test_no_commit_is_acknowledged_before_its_segment_and_directory_entry_are_fs
                     if not (ordered and on_disk):
                         violations.append(f"{ticket} acked; ops {ops[:6]}, on disk {on_disk}")
 
-        workers = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        run_threads(work, 8)
     assert checked == 8 * 60
     assert violations == []
 

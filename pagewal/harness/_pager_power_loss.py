@@ -18,7 +18,7 @@ from .._errors import BrokenLogError, CorruptSegmentError, InvalidPageError
 from .._pager import WalPager
 from ._power_loss import AckTracker, PowerLossReport
 from ._simfs import Fault, SimulatedFileSystem, crash_states
-from ._workload import PAGE_RANGE, Report, crash_points, run_writers, txn_id_for
+from ._workload import PAGE_RANGE, Report, crash_points, run_then_close, txn_id_for
 
 DB_PATH = "/simulated/store.db"
 PAGE_SIZE = 512  # one sector: a torn data-file write tears between pages, and states stay few
@@ -80,11 +80,7 @@ def run_pager_power_loss(
                 broken = True
                 return
 
-    run_writers(writer, threads)
-    try:
-        pager.close()
-    except BrokenLogError:
-        broken = True
+    broken = run_then_close(writer, threads, pager.close) or broken
     acks.observe(fs.op_count())
 
     points = crash_points(len(fs.ops), max_points, rng)

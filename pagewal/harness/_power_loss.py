@@ -22,7 +22,7 @@ from .._recovery import recover
 from .._stats import Ticket
 from .._wal import Wal
 from ._simfs import Fault, SimulatedFileSystem, crash_states
-from ._workload import Report, commit_pages, crash_points, run_writers, txn_id_for, verify
+from ._workload import Report, commit_pages, crash_points, run_then_close, txn_id_for, verify
 
 DB_PATH = "/simulated/db"
 _WAIT_SECONDS = 0.5
@@ -135,11 +135,7 @@ def run_power_loss(
                 continue  # unacknowledged; go on so a later epoch can follow a stuck one
             acks.observe(fs.op_count())
 
-    run_writers(writer, threads)
-    try:
-        wal.close()
-    except BrokenLogError:
-        broken = True
+    broken = run_then_close(writer, threads, wal.close) or broken
     acks.observe(fs.op_count())
 
     points = crash_points(len(fs.ops), max_points, rng)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 
 from .._chain import RecoveryResult
+from .._errors import BrokenLogError
 
 _MAX_REPORTED = 20
 PAGE_RANGE = 48  # few pages, so later commits overwrite earlier ones and order matters
@@ -27,6 +28,16 @@ def run_writers(writer: Callable[[int], None], threads: int, *, daemon: bool = F
         worker.start()
     for worker in workers:
         worker.join()
+
+
+def run_then_close(writer: Callable[[int], None], threads: int, close: Callable[[], None]) -> bool:
+    """Run the writers, then ``close`` the log or pager; True if closing reported it broken."""
+    run_writers(writer, threads)
+    try:
+        close()
+    except BrokenLogError:
+        return True
+    return False
 
 
 def crash_points(op_count: int, max_points: int | None, rng: random.Random) -> Sequence[int] | None:
