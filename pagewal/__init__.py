@@ -23,6 +23,7 @@ from ._errors import (
     ImageTooLargeError,
     InvalidCommitError,
     InvalidPageError,
+    InvalidPositionError,
     LogLockedError,
     PagewalError,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "ImageTooLargeError",
     "InvalidCommitError",
     "InvalidPageError",
+    "InvalidPositionError",
     "LogLockedError",
     "Mode",
     "OsFileSystem",

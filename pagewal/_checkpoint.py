@@ -15,6 +15,10 @@ The steps, and what a crash after each one leaves (``WalPager.open`` recovers ev
 
 Whatever a crash tears in the data file is rewritten by the replay: only pages the segments
 after the durable checkpoint carry are written before that checkpoint is recorded.
+
+:meth:`Wal.retire` runs steps 3 and 4 alone for a caller that keeps its pages itself
+(:func:`covered_segments`, ``write_checkpoint``, :func:`delete_segments`); the pager could
+retire through it too.
 """
 
 from __future__ import annotations
@@ -25,11 +29,17 @@ from collections.abc import Callable, Sequence
 import attrs
 import numpy as np
 
-from ._chain import RecoveryResult, canonical_records, latest_images
+from ._chain import RecoveryResult, canonical_records, check_continues, latest_images
 from ._codec import ChainPosition, DecodedSegment, RecordArray
 from ._errors import CorruptSegmentError, InvalidPageError
 from ._fs import FileSystem, write_all
-from ._recovery import LogFiles, read_segment, segment_epochs, write_checkpoint
+from ._recovery import (
+    LogFiles,
+    read_segment,
+    read_segment_header,
+    segment_epochs,
+    write_checkpoint,
+)
 
 BATCH_BYTES = 64 << 20
 """Segment bytes read per batch: bounds a checkpoint's memory whatever the log's size."""
@@ -112,12 +122,42 @@ def run_checkpoint(
         if sync:
             fs.fsync(data_fd)
         write_checkpoint(files, fs, target, sync=sync)
-        for epoch in epochs:
-            fs.unlink(files.segment_path(epoch))
-        if sync:
-            fs.fsync_dir(files.directory)
+        delete_segments(files, fs, epochs, sync=sync)
     return CheckpointResult(position=position, segments=len(epochs), pages_written=pages_written,
                             bytes_read=bytes_read, seconds=time.perf_counter() - started)
+
+
+def covered_segments(
+    files: LogFiles, fs: FileSystem, base: ChainPosition, through_seq: int, last_epoch: int
+) -> tuple[ChainPosition, list[int]]:
+    """The segments after ``base`` (up to epoch ``last_epoch``) whose commits all have a
+    ``commit_seq`` of at most ``through_seq``, in chain order, and the chain position at the
+    end of the last of them (``base`` if none is wholly covered).
+
+    Reads only headers, each checked to chain onto the one before (from ``base``): a file is
+    deleted only once it is known to be this log's segment. Raises
+    :class:`CorruptSegmentError` for a header that fails or does not chain.
+    """
+    epochs = [e for e in segment_epochs(files, fs.listdir(files.directory))
+              if base.epoch < e <= last_epoch]
+    position, covered = base, []
+    for epoch in epochs:
+        header = read_segment_header(files, fs, epoch)
+        after = check_continues(position, header, files.segment_path(epoch))
+        if header.commit_seq_hi > through_seq:
+            break  # it also holds later commits: only whole segments are retired
+        position = after
+        covered.append(epoch)
+    return position, covered
+
+
+def delete_segments(files: LogFiles, fs: FileSystem, epochs: Sequence[int], *, sync: bool) -> None:
+    """Step 4: delete segments a durable checkpoint record covers, then fsync the directory.
+    A crash (or error) part way leaves covered segments that recovery deletes unread."""
+    for epoch in epochs:
+        fs.unlink(files.segment_path(epoch))
+    if sync and epochs:
+        fs.fsync_dir(files.directory)
 
 
 def _check_page_size(records: RecordArray, paths: Sequence[str], page_size: int) -> None:

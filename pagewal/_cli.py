@@ -137,7 +137,12 @@ def _parser() -> argparse.ArgumentParser:
         "violation")
     crash.add_argument("--long", action="store_true",
                        help="at least 10,000 crash states and 200 kills")
-    crash.add_argument("--seed", type=int, default=None, help="reproduce a run (default: random)")
+    crash.add_argument(
+        "--seed", type=int, default=None,
+        help="reproduce a run's workload (default: random): every commit's pages, the crash "
+             "points and torn writes sampled, the corruptions and the kill delays. Thread "
+             "timing is not reproduced: a rerun may group commits into epochs differently, "
+             "so a violation it found may not recur; its report names the state")
     crash.add_argument("--dir", default=None, help="where the kill -9 children write")
     crash.add_argument("--mutant", default=None,
                        help="run against a deliberately broken log (must report violations)")

@@ -232,8 +232,11 @@ class SegmentHeader:
         return head + _HEADER_CRC.pack(crc32c.crc32c(head))
 
 
-def decode_header(data: bytes | memoryview, path: str) -> SegmentHeader:
-    """Decode and check a segment header. ``data`` is the whole file."""
+def decode_header(
+    data: bytes | memoryview, path: str, *, file_size: int | None = None
+) -> SegmentHeader:
+    """Decode and check a segment header. ``data`` is the whole file, or (with ``file_size``,
+    the file's length) at least its first 64 bytes."""
     if len(data) < HEADER_SIZE:
         raise CorruptSegmentError(path, len(data),
                                   f"file is {len(data)} bytes, shorter than the 64-byte header")
@@ -263,11 +266,12 @@ def decode_header(data: bytes | memoryview, path: str) -> SegmentHeader:
             path, 16, f"{record_count} records cannot hold commits {seq_lo}..{seq_hi}")
     if prev_epoch >= epoch:
         raise CorruptSegmentError(path, 40, f"prev_epoch {prev_epoch} is not before {epoch}")
-    actual_body = len(data) - HEADER_SIZE
+    size = len(data) if file_size is None else file_size
+    actual_body = size - HEADER_SIZE
     if body_length != actual_body:
         what = "truncated" if body_length > actual_body else "trailing bytes"
         raise CorruptSegmentError(
-            path, min(len(data), HEADER_SIZE + body_length),
+            path, min(size, HEADER_SIZE + body_length),
             f"{what}: header says {body_length} body bytes, file has {actual_body}")
     if record_count * _MIN_RECORD_SIZE > body_length:
         raise CorruptSegmentError(

@@ -43,6 +43,12 @@ class InvalidPageError(PagewalError, ValueError):
     that differs from the one the log was written with). Nothing was staged."""
 
 
+class InvalidPositionError(PagewalError, ValueError):
+    """A position handed to :meth:`Wal.retire` lies beyond every ``commit_seq`` this log has
+    assigned: a ticket of another log, or a made-up position. Nothing was retired; pass a
+    ticket (or position) this log returned."""
+
+
 class ClosedError(PagewalError):
     """The log (or pager) was closed; open it again to continue."""
 

@@ -105,6 +105,10 @@ class WalPager:
         self._files = files
         self._fs = fs
         self._wal = wal
+        # The pager's checkpoints record the log's checkpoint and delete its segments; a
+        # Wal.retire() of its own would skip pages the data file does not have yet.
+        wal._refuse_retire(f"{files.path(files.db_name)}: this log belongs to a WalPager, "
+                           "whose checkpoints retire its segments; call pager.checkpoint()")
         self._data_fd = data_fd
         self._page_size = page_size
         config = wal.config

@@ -26,12 +26,15 @@ from ._chain import (
     check_continues,
 )
 from ._codec import (
+    HEADER_SIZE,
     QUARANTINE_SUFFIX,
     TEMP_SUFFIX,
     ChainPosition,
     DecodedSegment,
+    SegmentHeader,
     checkpoint_name,
     decode_checkpoint,
+    decode_header,
     decode_segment,
     is_temp_segment_name,
     parse_segment_name,
@@ -210,6 +213,23 @@ def read_segment(
     segment = decode_segment(fs.read_file(path), path, expected_epoch=epoch)
     check_continues(position, segment.header, path)
     return segment
+
+
+def read_segment_header(files: LogFiles, fs: FileSystem, epoch: int) -> SegmentHeader:
+    """Read and check only segment ``epoch``'s 64-byte header (against the file's size and
+    name): enough to know the file is this log's segment and which commits it holds."""
+    path = files.segment_path(epoch)
+    fd = fs.open_for_sync(path)
+    try:
+        size = fs.file_size(fd)
+        data = fs.pread(fd, HEADER_SIZE, 0)
+    finally:
+        fs.close(fd)
+    header = decode_header(data, path, file_size=size)
+    if header.epoch != epoch:
+        raise CorruptSegmentError(
+            path, 8, f"header epoch {header.epoch} does not match the file name's {epoch}")
+    return header
 
 
 def segment_epochs(files: LogFiles, names: list[str]) -> list[int]:

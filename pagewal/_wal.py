@@ -10,8 +10,9 @@ Locking protocol (the heart of DESIGN invariant 2):
   counter only moves inside them: ``seq_a < seq_b ⇒ epoch_a ≤ epoch_b``, each segment holds a
   dense seq range, and a ticket's epoch is the one whose segment carries its records.
 
-Lock order: ``_publish_lock`` → lane locks (ascending) → ``_ticker_cv``. ``_durable_cv`` and
-``_space_cv`` are never held while taking another lock.
+Lock order: ``_retire_lock`` → ``_publish_lock`` → lane locks (ascending) → ``_ticker_cv``;
+``_retire_lock`` → ``_close_lock``. ``_durable_cv`` and ``_space_cv`` are never held while
+taking another lock.
 
 Epochs are sealed and published one at a time, in order, by whoever holds ``_publish_lock``:
 the ticker, or a committing thread leading its own complete epoch (group-commit leader, no
@@ -40,6 +41,7 @@ from typing import Any
 import attrs
 
 from ._chain import RecoveryResult, first_difference
+from ._checkpoint import covered_segments, delete_segments
 from ._codec import (
     HEADER_SIZE,
     SEGMENT_FLAG_SERIALIZED,
@@ -55,11 +57,17 @@ from ._codec import (
     segment_name,
 )
 from ._config import FsyncMode, Mode, WalConfig
-from ._errors import BrokenLogError, ClosedError, CorruptSegmentError, LogLockedError
+from ._errors import (
+    BrokenLogError,
+    ClosedError,
+    CorruptSegmentError,
+    InvalidPositionError,
+    LogLockedError,
+)
 from ._fs import FileSystem, OsFileSystem, PublishTimes, publish_atomically, sync_files
 from ._lanes import Lane, detached
 from ._precreate import TempFilePrecreator
-from ._recovery import LogFiles, _read_chain, quarantine
+from ._recovery import LogFiles, _read_chain, quarantine, write_checkpoint
 from ._stats import FallbackReason, Ticket, WalStats
 
 _QUIET_SECONDS = 0.0002
@@ -170,6 +178,11 @@ class Wal:
              "write_seconds_total", "last_epoch_seal_seconds", "last_epoch_write_seconds",
              "last_epoch_fsync_seconds"), 0.0))
         self._last_shadow_divergence: str | None = None
+
+        # Guarded by _retire_lock: where the recorded checkpoint stands (see retire()).
+        self._retire_lock = threading.Lock()
+        self._retired = recovery.base
+        self._retire_refusal: str | None = None
 
         self._close_lock = threading.Lock()  # guards _close_started and _lock (None once closed)
         self._close_started = False
@@ -371,6 +384,111 @@ class Wal:
         if self._broken is not None:
             self._raise_broken()
 
+    @property
+    def retired_position(self) -> ChainPosition:
+        """Where the log's checkpoint record stands: commits up to it were retired (by
+        :meth:`retire`, or before this log was opened) and are no longer in the log."""
+        return self._retired
+
+    def retire(
+        self, through: Ticket | ChainPosition, *, timeout: float | None = None
+    ) -> ChainPosition:
+        """Let the log forget commits up to ``through`` that the caller has stored elsewhere.
+
+        For a caller that keeps its own pages (say it wrote them to its data file and fsynced
+        it): the log records a checkpoint and deletes the segments it covers, so it stops
+        growing. Only ``through.commit_seq`` counts. Every commit up to it must be durable in
+        the caller's own store first, *including those* :attr:`recovery` *returned*: after
+        this, recovery (:meth:`open`, :func:`recover`) starts at the returned position (its
+        ``base``) and returns only later commits; earlier ones are gone from the log.
+
+        * Waits (like :meth:`wait_durable`) until the commits up to ``through`` are durable;
+          ``TimeoutError`` after ``timeout`` seconds, nothing retired.
+        * Retires whole segments only: a segment also holding a commit after ``through``
+          stays, so fewer commits than asked may be retired (the next call retires them). The
+          return value is the position actually retired through (the new
+          :attr:`retired_position`; unchanged if no segment was wholly covered).
+        * Crash-safe in the order ``WalPager``'s checkpoint uses: the checkpoint record is
+          published atomically (tmp, fsync, rename, directory fsync), then the segments it
+          covers are deleted and the directory fsynced. A crash between the two leaves
+          covered segments that recovery deletes unread. With ``fsync=normal`` the published
+          segments are fsynced first, under the publish lock, so no directory fsync of this
+          call makes the name of a segment durable before its bytes. With ``fsync=off``
+          nothing is fsynced.
+        * Commits continue meanwhile (with ``fsync=normal`` their publishing waits for this
+          call's file operations).
+        * An ``OSError`` recording the checkpoint or deleting segments propagates and does
+          *not* break the log (new commits never depend on those files): the previous record
+          stays until a new one replaces it atomically, and covered segments a failed deletion
+          left behind are deleted, unread, when the log is next opened. :attr:`retired_position`
+          says whether the record was written; call again later. A failed fsync of published
+          segments (``fsync=normal``) breaks the log, as in :meth:`sync`.
+
+        Raises :class:`InvalidPositionError` for a ``commit_seq`` this log has not assigned
+        yet (a ticket of another log), :class:`ClosedError` once :meth:`close` has begun,
+        :class:`BrokenLogError` if the log is broken, :class:`CorruptSegmentError` if a
+        segment header to retire fails its checks (nothing deleted), and ``RuntimeError`` for
+        a ``WalPager``'s log (its own checkpoints retire segments: call ``checkpoint()``).
+        """
+        if not isinstance(through, (Ticket, ChainPosition)):
+            raise TypeError(f"retire() takes a Ticket or a ChainPosition, not {through!r}")
+        if self._retire_refusal is not None:
+            raise RuntimeError(self._retire_refusal)
+        target = through.commit_seq
+        self._raise_if_unusable()
+        with self._seq_lock:
+            assigned = self._next_seq - 1
+        if target > assigned:
+            raise InvalidPositionError(
+                f"{self._files.path(self._files.db_name)}: cannot retire through commit_seq "
+                f"{target}: this log has assigned commit_seqs up to {assigned} only; pass a "
+                "ticket (or position) of this log")
+        if self._durable.commit_seq < target:
+            self._request_seal()
+            self._wait_until(lambda: self._durable.commit_seq >= target, timeout,
+                             f"commits up to {target}")
+        with self._retire_lock:
+            # close() takes _retire_lock before releasing the log's lock file, so no file is
+            # deleted once another opener could be recovering the log.
+            if self._close_started:
+                raise ClosedError("the log is closed")
+            if self._broken is not None:
+                self._raise_broken()
+            if target <= self._retired.commit_seq:
+                return self._retired
+            if self._config.fsync is FsyncMode.NORMAL:
+                with self._publish_lock:
+                    return self._retire_segments(target)
+            return self._retire_segments(target)
+
+    def _retire_segments(self, target: int) -> ChainPosition:
+        """:meth:`retire`'s file operations; the caller holds ``_retire_lock`` (and with
+        ``fsync=normal`` ``_publish_lock``)."""
+        files, fs = self._files, self._fs
+        # Only published segments: nothing at or after the open epoch is touched, so neither
+        # the precreated temporary files nor a segment being written are in the way.
+        position, epochs = covered_segments(files, fs, self._retired, target,
+                                            self._durable.epoch)
+        if not epochs:
+            return self._retired
+        # fsync=normal: fsync what was published first. Deleting a segment still listed as
+        # unsynced would make the ticker's fsync fail later, and the directory fsyncs below
+        # must not make a segment's name durable before its bytes.
+        if self._unsynced and not self._sync_published():
+            self._raise_broken()
+        sync = self._config.fsync is not FsyncMode.OFF
+        write_checkpoint(files, fs, position, sync=sync)
+        # The record is published: from now on recovery starts at it, whatever happens to the
+        # deletions, so a later call must never record an earlier position.
+        self._retired = position
+        delete_segments(files, fs, epochs, sync=sync)
+        return position
+
+    def _refuse_retire(self, reason: str) -> None:
+        """Make :meth:`retire` raise ``RuntimeError(reason)``: for an owner (``WalPager``)
+        whose own checkpoints record the log's checkpoint and delete its segments."""
+        self._retire_refusal = reason
+
     def _wait_until(self, durable: Callable[[], bool], timeout: float | None, what: str) -> None:
         """Wait until ``durable()`` holds; a durable commit stays durable if the log breaks."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -421,7 +539,7 @@ class Wal:
         else:
             self._ticker_done.wait()
         self._precreator.close()
-        with self._close_lock:
+        with self._retire_lock, self._close_lock:  # a running retire() finishes first
             lock, self._lock = self._lock, None
         if lock is None:
             return  # another close released the log (and reported a breakage, if any)

@@ -54,7 +54,7 @@ from typing import final
 import trio
 
 from ._chain import RecoveryResult
-from ._codec import PagesInput
+from ._codec import ChainPosition, PagesInput
 from ._config import WalConfig
 from ._errors import BrokenLogError
 from ._fs import FileSystem
@@ -189,6 +189,26 @@ class TrioWal:
         """
         await trio.to_thread.run_sync(self._wal.flush, thread_name="pagewal flush",
                                       abandon_on_cancel=True)
+
+    @property
+    def retired_position(self) -> ChainPosition:
+        """Where the log's checkpoint record stands (:attr:`pagewal.Wal.retired_position`)."""
+        return self._wal.retired_position
+
+    async def retire(self, through: Ticket | ChainPosition) -> ChainPosition:
+        """Let the log forget the commits up to ``through`` that you have stored elsewhere.
+
+        :meth:`pagewal.Wal.retire` in a worker thread: the same semantics, errors and return
+        value (the position actually retired through; whole segments only). Every commit up
+        to ``through`` must be durable in your own store first, including the recovered ones.
+
+        Cancellation: none once it has started. It waits for the commits up to ``through`` to
+        be durable (about an epoch, unless the disk stalls), records the checkpoint and
+        deletes what it covers, and a cancellation arriving meanwhile is raised at your next
+        checkpoint, so whether the record was written is never left unknown.
+        """
+        retire = functools.partial(self._wal.retire, through)
+        return await trio.to_thread.run_sync(retire, thread_name="pagewal retire")
 
 
 async def _tick(wal: Wal, limiter: trio.CapacityLimiter) -> None:

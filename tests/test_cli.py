@@ -522,3 +522,13 @@ def test_recover_checkpoint_with_a_page_size_the_log_contradicts_is_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "page_size=4096" in err
     assert recover(db).commit_count == 1  # nothing was applied or deleted
+
+
+def test_crash_test_help_says_the_seed_reproduces_the_workload_not_thread_timing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["crash-test", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--seed SEED reproduce a run's workload" in text
+    assert "Thread timing is not reproduced" in text

@@ -3,6 +3,12 @@ corruption campaigns against pagewal's log and its pager, with figures and a non
 a violation.
 
 Run it with ``pagewal crash-test`` (``--long`` for the full campaign) or from Python.
+
+A seed reproduces the workload, not the thread timing: every commit's pages are a function of
+``(seed, txn_id)``, and the seed also picks the crash points and torn writes sampled, the
+corruptions and the kill -9 delays. How threads group commits into epochs (so the exact file
+operations, and what a killed child had done) varies between runs; a violation's report names
+the crash state it was found in.
 """
 
 from ._mutants import MUTANTS, PAGER_MUTANTS
