@@ -27,7 +27,7 @@ from typing import NoReturn
 from ._chain import RecoveryResult
 from ._codec import ChainPosition, SegmentHeader, decode_header, decode_segment
 from ._config import WalConfig, config_sources, knob_variables
-from ._demo import run_demo
+from ._demo import fresh_directory, run_demo
 from ._errors import ConfigError, CorruptSegmentError, ForeignFileError, PagewalError
 from ._fs import OsFileSystem, not_a_regular_file
 from ._inspect import (
@@ -46,6 +46,9 @@ from ._inspect import (
 from ._pager import WalPager
 from ._progress import progress_bar
 from ._recovery import LogFiles, read_log, recover, survey_log
+
+DEMO_DIRECTORY = "pagewal-demo"
+"""Where ``pagewal demo`` keeps its store when no directory is given."""
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -128,8 +131,10 @@ def _parser() -> argparse.ArgumentParser:
              "passed through, see 'pagewal bench --help'")
     demo = commands.add_parser(
         "demo", help="commit random pages from many threads, then recover and verify them")
-    demo.add_argument("directory", nargs="?", default="pagewal-demo",
-                      help="where to keep the demo log (default: ./pagewal-demo)")
+    demo.add_argument("directory", nargs="?", default=None,
+                      help="where to keep the demo store; refused if it already holds one "
+                           f"(default: ./{DEMO_DIRECTORY}, or a fresh run-N directory in it "
+                           "when it already holds one)")
     demo.add_argument("--threads", type=_positive_int, default=4, help="committing threads")
     demo.add_argument("--seconds", type=_positive_float, default=3.0, help="how long to commit")
     commands.add_parser("env", help="print the effective configuration and where it came from")
@@ -403,8 +408,15 @@ def _load_bench() -> ModuleType:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    report = run_demo(os.fspath(args.directory), threads=args.threads, seconds=args.seconds,
-                      config=WalConfig.from_env())
+    config = WalConfig.from_env()
+    directory = args.directory
+    if directory is None:
+        directory = fresh_directory(DEMO_DIRECTORY)
+        if directory != DEMO_DIRECTORY:
+            print(f"{DEMO_DIRECTORY} holds the store of an earlier run, so this one goes to "
+                  f"{directory} (rm -r {DEMO_DIRECTORY} removes them all)")
+    report = run_demo(os.fspath(directory), threads=args.threads, seconds=args.seconds,
+                      config=config)
     for line in report.lines():
         print(line)
     return 0 if report.ok else EXIT_FAILED
