@@ -253,11 +253,12 @@ def survey_log(files: LogFiles, fs: FileSystem, names: list[str]) -> LogSurvey:
     header of each segment it covers.
 
     A checkpoint that is not a regular file raises :class:`ForeignFileError` (the chain cannot
-    start without it) with every other such file found. A temporary
-    file may be partial, so only its type vouches for it; a covered segment is deleted only if
-    its header is that segment's (:func:`identify_segment`). A file that vanishes meanwhile (a
-    live writer published a temporary file, a checkpoint deleted what it covers) is left out;
-    a segment after the checkpoint that vanishes raises ``FileNotFoundError`` when read.
+    start without it) with every other such file found. A temporary file may be partial, so
+    only its type vouches for it; a covered segment is deleted only if its header is that
+    segment's (:func:`identify_segment`). A temporary file or covered segment that vanishes
+    meanwhile (a live writer published it, or its checkpoint deleted it) is left out; a segment
+    of the chain that vanishes raises ``FileNotFoundError`` when it is read (the read-only
+    reader then lists the directory again).
     """
     checkpoint = checkpoint_name(files.db_name)
     temporary = [n for n in names
@@ -265,11 +266,13 @@ def survey_log(files: LogFiles, fs: FileSystem, names: list[str]) -> LogSurvey:
     epochs = segment_epochs(files, names)
     foreign: list[tuple[str, str]] = []
     regular: set[str] = set()
-    for name in [checkpoint] * (checkpoint in names) + temporary + [
-            segment_name(files.db_name, e) for e in epochs]:
+    segments = [segment_name(files.db_name, e) for e in epochs]
+    for name in ([checkpoint] if checkpoint in names else []) + temporary + segments:
         try:
             what = not_a_regular_file(fs, files.path(name))
         except FileNotFoundError:
+            if name in segments:
+                regular.add(name)  # reading it says it vanished, where that matters
             continue
         if what is None:
             regular.add(name)

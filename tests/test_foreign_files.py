@@ -18,6 +18,7 @@ from pagewal import (
     ChainPosition,
     CorruptSegmentError,
     ForeignFileError,
+    OsFileSystem,
     Wal,
     WalConfig,
     WalPager,
@@ -394,3 +395,24 @@ def test_a_power_loss_while_delete_after_removes_segments_leaves_a_recoverable_l
             assert not [p for p in fs.snapshot() if "-wal-seg-" in p], where
         tried += 1
     assert tried >= 4
+
+
+def test_a_segment_vanishing_between_listing_and_lstat_is_not_taken_for_a_gap(
+    tmp_path: Path,
+) -> None:
+    # Beside a live writer a checkpoint may delete a segment just after the reader listed it;
+    # the reader must then read it (and list again if it is gone), not report a broken chain.
+    db = tmp_path / "app.db"
+    commit_each(db, 3)
+
+    class VanishingOnce(OsFileSystem):
+        vanished = False
+
+        def lstat(self, path: str) -> os.stat_result:
+            if path == str(seg_path(db, 2)) and not self.vanished:
+                self.vanished = True
+                raise FileNotFoundError(2, "gone meanwhile", path)
+            return super().lstat(path)
+
+    result = read_log(db, fs=VanishingOnce())
+    assert result.last == ChainPosition(3, 3) and result.skipped == ()
