@@ -10,8 +10,9 @@ The steps, and what a crash after each one leaves (``WalPager.open`` recovers ev
 2. fsync the data file.
 3. Record the checkpoint (epoch, commit_seq) atomically: temporary file, fsync, rename,
    directory fsync (DESIGN invariant 4). Crash before the rename is durable: step 1's case.
-4. Delete the applied segments, fsync the directory. Crash: recovery finds segments the
-   checkpoint covers and deletes them unread.
+4. Delete the applied segments (each was read and validated in step 1, or by the recovery
+   that opened the log, under the log's lock), fsync the directory. Crash: recovery finds
+   segments the checkpoint covers and deletes them after checking each one's header.
 
 Whatever a crash tears in the data file is rewritten by the replay: only pages the segments
 after the durable checkpoint carry are written before that checkpoint is recorded.

@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -26,9 +27,9 @@ from typing import NoReturn
 from ._chain import RecoveryResult
 from ._codec import ChainPosition, SegmentHeader, decode_header, decode_segment
 from ._config import WalConfig, config_sources, knob_variables
-from ._demo import run_demo
-from ._errors import ConfigError, CorruptSegmentError, PagewalError
-from ._fs import OsFileSystem
+from ._demo import fresh_directory, run_demo
+from ._errors import ConfigError, CorruptSegmentError, ForeignFileError, PagewalError
+from ._fs import OsFileSystem, not_a_regular_file
 from ._inspect import (
     InspectReport,
     LogListing,
@@ -44,7 +45,10 @@ from ._inspect import (
 )
 from ._pager import WalPager
 from ._progress import progress_bar
-from ._recovery import LogFiles, read_log, recover
+from ._recovery import LogFiles, read_log, recover, survey_log
+
+DEMO_DIRECTORY = "pagewal-demo"
+"""Where ``pagewal demo`` keeps its store when no directory is given."""
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -127,8 +131,10 @@ def _parser() -> argparse.ArgumentParser:
              "passed through, see 'pagewal bench --help'")
     demo = commands.add_parser(
         "demo", help="commit random pages from many threads, then recover and verify them")
-    demo.add_argument("directory", nargs="?", default="pagewal-demo",
-                      help="where to keep the demo log (default: ./pagewal-demo)")
+    demo.add_argument("directory", nargs="?", default=None,
+                      help="where to keep the demo store; refused if it already holds one "
+                           f"(default: ./{DEMO_DIRECTORY}, or a fresh run-N directory in it "
+                           "when it already holds one)")
     demo.add_argument("--threads", type=_positive_int, default=4, help="committing threads")
     demo.add_argument("--seconds", type=_positive_float, default=3.0, help="how long to commit")
     commands.add_parser("env", help="print the effective configuration and where it came from")
@@ -236,50 +242,75 @@ def _inspect(args: argparse.Namespace) -> int:
     files, listing = _find_log(args.path)
     db_path = files.path(files.db_name)
     fs = OsFileSystem()
-    checkpoint: ChainPosition | CorruptSegmentError | None = None
+    checkpoint: ChainPosition | CorruptSegmentError | ForeignFileError | None = None
     chain: RecoveryResult | None = None
     with progress_bar("inspect", unit="segment") as progress:
         try:
-            chain = read_log(db_path, skip_corrupt=True, fs=fs, progress=progress)
-        except CorruptSegmentError as error:  # the checkpoint file: the chain cannot start
-            checkpoint = error
+            # Files recovery would refuse are left out here and listed below.
+            chain = read_log(db_path, skip_corrupt=True, fs=fs, progress=progress,
+                             tolerate_foreign=True)
+        except (CorruptSegmentError, ForeignFileError) as error:  # the checkpoint file: the
+            checkpoint = error                                    # chain cannot start
         else:
             if listing.checkpoint or chain.base != ChainPosition():
                 checkpoint = chain.base
         segments: list[SegmentFile] = []
         for epoch, name in listing.segments:
             path = files.path(name)
+            header: SegmentHeader | CorruptSegmentError | ForeignFileError
             try:
+                # Looked at before it is opened: a fifo there must not block inspect.
+                what = not_a_regular_file(fs, path)
+                if what is not None:
+                    segments.append(SegmentFile(epoch, path, 0, ForeignFileError(((path, what),))))
+                    continue
                 data = fs.read_file(path)
             except FileNotFoundError:  # a live log's checkpoint removed it meanwhile
                 continue
-            header: SegmentHeader | CorruptSegmentError
+            except ForeignFileError as error:  # replaced since it was looked at
+                segments.append(SegmentFile(epoch, path, 0, error))
+                continue
             try:
                 header = decode_header(data, path)
             except CorruptSegmentError as error:
                 header = error
             segments.append(SegmentFile(epoch, path, len(data), header))
+        try:
+            foreign = survey_log(files, fs, sorted(fs.listdir(files.directory))).foreign
+        except ForeignFileError as error:
+            foreign = error.files
+        except (CorruptSegmentError, FileNotFoundError):  # reported above, or vanished
+            foreign = ()
+    unchecked = ("the checkpoint is not a regular file" if isinstance(checkpoint, ForeignFileError)
+                 else "the checkpoint is corrupt")
     report = InspectReport(
-        db_path=db_path, checkpoint=checkpoint, rows=tuple(segment_rows(chain, segments)),
+        db_path=db_path, checkpoint=checkpoint,
+        rows=tuple(segment_rows(chain, segments, unchecked)),
         temporary=_sizes(files, listing.temporary), quarantined=_sizes(files, listing.quarantined),
-        last=chain.last if chain else None)
+        last=chain.last if chain else None,
+        foreign=tuple((os.path.basename(path), what) for path, what in foreign))
     _print_lines(report.lines())
     return 0
 
 
 def _sizes(files: LogFiles, names: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    """Regular files only, never following a symbolic link: the others are listed as not the
+    log's own."""
     sizes = []
     for name in names:
         try:
-            sizes.append((name, os.path.getsize(files.path(name))))
+            status = os.lstat(files.path(name))
         except FileNotFoundError:  # a live writer published or removed it meanwhile
             continue
+        if stat.S_ISREG(status.st_mode):
+            sizes.append((name, status.st_size))
     return tuple(sizes)
 
 
 def _verify(args: argparse.Namespace) -> int:
     files, _ = _find_log(args.path)
     db_path = files.path(files.db_name)
+    foreign: ForeignFileError | None = None
     with progress_bar("verify", unit="segment") as progress:
         try:
             # Read-only and lock-free (safe beside a live writer), through the same loop as
@@ -288,12 +319,16 @@ def _verify(args: argparse.Namespace) -> int:
                                                      progress=progress))
         except CorruptSegmentError as error:  # the checkpoint file: the chain cannot start
             report = unreadable_log_report(db_path, error)
+        except ForeignFileError as error:  # recovery would refuse to start
+            report, foreign = unreadable_log_report(db_path, error), error
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         _print_lines(report.lines())
     if report.error is None:
         return 0
+    if foreign is not None:
+        return _fail(str(foreign), EXIT_FAILED)
     problem = report.error
     return _fail(f"{problem.path}: corrupt at offset {problem.offset}: {problem.reason}",
                  EXIT_FAILED)
@@ -378,8 +413,15 @@ def _load_bench() -> ModuleType:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    report = run_demo(os.fspath(args.directory), threads=args.threads, seconds=args.seconds,
-                      config=WalConfig.from_env())
+    config = WalConfig.from_env()
+    directory = args.directory
+    if directory is None:
+        directory = fresh_directory(DEMO_DIRECTORY)
+        if directory != DEMO_DIRECTORY:
+            print(f"{DEMO_DIRECTORY} holds the store of an earlier run, so this one goes to "
+                  f"{directory} (rm -r {DEMO_DIRECTORY} removes them all)")
+    report = run_demo(os.fspath(directory), threads=args.threads, seconds=args.seconds,
+                      config=config)
     for line in report.lines():
         print(line)
     return 0 if report.ok else EXIT_FAILED

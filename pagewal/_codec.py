@@ -237,6 +237,35 @@ def decode_header(
 ) -> SegmentHeader:
     """Decode and check a segment header. ``data`` is the whole file, or (with ``file_size``,
     the file's length) at least its first 64 bytes."""
+    header = _decode_header_fields(data, path)
+    size = len(data) if file_size is None else file_size
+    actual_body = size - HEADER_SIZE
+    if header.body_length != actual_body:
+        what = "truncated" if header.body_length > actual_body else "trailing bytes"
+        raise CorruptSegmentError(
+            path, min(size, HEADER_SIZE + header.body_length),
+            f"{what}: header says {header.body_length} body bytes, file has {actual_body}")
+    if header.record_count * _MIN_RECORD_SIZE > header.body_length:
+        raise CorruptSegmentError(
+            path, 16, f"record_count {header.record_count} cannot fit in {header.body_length} "
+            "body bytes")
+    return header
+
+
+def identify_segment(data: bytes | memoryview, path: str, epoch: int) -> SegmentHeader:
+    """Check that ``data`` (a file's first bytes, or all of it) starts with the header of
+    segment ``epoch``: magic, header checksum, version, field bounds, and the epoch the file's
+    name gives. Enough to know a file is a pagewal segment of that epoch before deleting it;
+    the body is not read. Raises :class:`CorruptSegmentError` otherwise."""
+    header = _decode_header_fields(data, path)
+    if header.epoch != epoch:
+        raise CorruptSegmentError(
+            path, 8, f"header epoch {header.epoch} does not match the file name's {epoch}")
+    return header
+
+
+def _decode_header_fields(data: bytes | memoryview, path: str) -> SegmentHeader:
+    """The header's own checks: everything but how it fits the file's length."""
     if len(data) < HEADER_SIZE:
         raise CorruptSegmentError(path, len(data),
                                   f"file is {len(data)} bytes, shorter than the 64-byte header")
@@ -266,16 +295,6 @@ def decode_header(
             path, 16, f"{record_count} records cannot hold commits {seq_lo}..{seq_hi}")
     if prev_epoch >= epoch:
         raise CorruptSegmentError(path, 40, f"prev_epoch {prev_epoch} is not before {epoch}")
-    size = len(data) if file_size is None else file_size
-    actual_body = size - HEADER_SIZE
-    if body_length != actual_body:
-        what = "truncated" if body_length > actual_body else "trailing bytes"
-        raise CorruptSegmentError(
-            path, min(size, HEADER_SIZE + body_length),
-            f"{what}: header says {body_length} body bytes, file has {actual_body}")
-    if record_count * _MIN_RECORD_SIZE > body_length:
-        raise CorruptSegmentError(
-            path, 16, f"record_count {record_count} cannot fit in {body_length} body bytes")
     return SegmentHeader(epoch=epoch, record_count=record_count, lane_count=lane_count,
                          commit_seq_lo=seq_lo, commit_seq_hi=seq_hi, prev_epoch=prev_epoch,
                          body_length=body_length, flags=flags)

@@ -4,10 +4,16 @@ a reopen and a page-by-page comparison with an oracle prove nothing was lost.
 The demo is an end-to-end check a user can run on their own machine and configuration: every
 acknowledged transaction must be in the reopened store with exactly its bytes, and every page
 must equal a replay of the transactions in commit_seq order.
+
+It starts from an empty store and never overwrites one: a directory that already holds
+``demo.db`` or any of its log files is refused (:func:`existing_store`), and nothing in it is
+deleted. Without a directory argument, a second run goes to a fresh subdirectory
+(:func:`fresh_directory`).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import threading
@@ -18,9 +24,10 @@ import attrs
 import numpy as np
 
 from ._config import WalConfig
+from ._inspect import list_log_files
 from ._pager import WalPager
-from ._recovery import LogFiles
 
+DB_NAME = "demo.db"
 PAGE_SIZE = 4096
 PAGE_RANGE = 10_000
 POOL_SIZE = 64
@@ -79,10 +86,19 @@ def run_demo(
     say: Callable[[str], None] = print,
 ) -> DemoReport:
     """Run transactions from ``threads`` threads for ``seconds``, checkpoint, close, reopen
-    and verify every page."""
+    and verify every page.
+
+    Raises ``FileExistsError`` (one line naming the files and the way out) if ``directory``
+    already holds a demo store; nothing is changed then.
+    """
     os.makedirs(directory, exist_ok=True)
-    db_path = os.path.join(directory, "demo.db")
-    _remove_old_store(LogFiles.for_db(db_path))
+    db_path = os.path.join(directory, DB_NAME)
+    existing = existing_store(directory)
+    if existing:
+        raise FileExistsError(
+            f"{directory} already holds a demo store ({', '.join(existing)}) and the demo never "
+            "overwrites one: give it another directory (pagewal demo OTHER_DIR), or remove "
+            "those files yourself")
     pool = [bytes(row) for row in np.random.default_rng(1).integers(
         0, 256, size=(POOL_SIZE, PAGE_SIZE), dtype=np.uint8)]
     say(f"store: {db_path} ({PAGE_SIZE}-byte pages; log mode {config.mode.value}, "
@@ -149,8 +165,28 @@ def run_demo(
     )
 
 
-def _remove_old_store(files: LogFiles) -> None:
-    prefix = files.db_name + "-wal-"
-    for name in os.listdir(files.directory):
-        if name.startswith(prefix) or name == files.db_name:
-            os.unlink(files.path(name))
+def existing_store(directory: str) -> list[str]:
+    """The names of the demo store's files in ``directory``: ``demo.db`` and its log files
+    (segments, checkpoint, lock, temporary and set-aside files). Other files, whatever their
+    name, are not the demo's."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    log = list_log_files(DB_NAME, names)
+    found = [name for _, name in log.segments] + [*log.temporary, *log.quarantined]
+    found += [name for name in (DB_NAME, log.checkpoint, log.lock) if name in names]
+    return sorted(found)
+
+
+def fresh_directory(base: str) -> str:
+    """``base`` if it holds no demo store, else the first of ``base/run-2``, ``base/run-3``,
+    ... that holds none: where a run without a directory argument goes, so running the demo
+    again never touches an earlier run's store."""
+    if not existing_store(base):
+        return base
+    for number in itertools.count(2):
+        candidate = os.path.join(base, f"run-{number}")
+        if not existing_store(candidate):
+            return candidate
+    raise AssertionError("unreachable")  # pragma: no cover

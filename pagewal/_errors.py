@@ -82,3 +82,27 @@ class CorruptSegmentError(PagewalError):
         self.offset = offset
         self.reason = reason
         super().__init__(f"{path}: corrupt at offset {offset}: {reason}")
+
+
+class ForeignFileError(PagewalError):
+    """A file at one of the log's names is not provably the log's own, so pagewal neither
+    reads past it nor deletes it.
+
+    Raised for a directory, symbolic link, fifo, socket or device at a segment, temporary or
+    checkpoint name, and for a file named like a segment the checkpoint covers (recovery would
+    delete it) whose header is not that segment's. ``files`` lists each ``(path, what it
+    is)``; ``path`` is the first. Nothing was deleted: move each file out of the directory (or
+    remove it yourself if you know it is not needed) and retry.
+    """
+
+    def __init__(self, files: tuple[tuple[str, str], ...]) -> None:
+        if not files:
+            raise ValueError("ForeignFileError needs at least one file")
+        self.files = files
+        self.path = files[0][0]
+        them = "it" if len(files) == 1 else "them"
+        listed = "; ".join(f"{path}: {what}" for path, what in files)
+        super().__init__(
+            f"{listed}. pagewal reads and deletes only files it can tell are its own, so nothing "
+            f"was deleted: move {them} out of the log's directory (or remove {them} yourself) "
+            "and retry")

@@ -16,6 +16,7 @@ import errno
 import fcntl
 import mmap
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from typing import Protocol
 import attrs
 
 from ._codec import TEMP_SUFFIX
+from ._errors import ForeignFileError
 
 try:
     _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
@@ -82,7 +84,14 @@ class FileSystem(Protocol):
         """The names in ``directory``."""
 
     def read_file(self, path: str) -> bytes | memoryview:
-        """The whole file, as bytes or a read-only view of a mapping of it."""
+        """The whole file, as bytes or a read-only view of a mapping of it.
+
+        Only a regular file is read: anything else (a symbolic link is never followed, a fifo
+        never waited on) raises :class:`ForeignFileError`."""
+
+    def lstat(self, path: str) -> os.stat_result:
+        """The status of ``path`` itself, not following a symbolic link (``FileNotFoundError``
+        if there is nothing there)."""
 
     def try_lock(self, path: str) -> int | None:
         """Take an exclusive lock on ``path`` (created if needed): a handle, or None if held."""
@@ -177,12 +186,31 @@ class OsFileSystem(FileSystem):
     def read_file(self, path: str) -> bytes | memoryview:
         # Large files are mapped, not copied: recovery then reads the page cache in place.
         # (A file truncated by another process while mapped would fault on access; pagewal
-        # never truncates a published segment.)
-        with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if size < _MAP_THRESHOLD:
-                return file.read()
-            return memoryview(mmap.mmap(file.fileno(), size, prot=mmap.PROT_READ))
+        # never truncates a published segment.) O_NOFOLLOW and O_NONBLOCK, then fstat: a
+        # symbolic link is never followed and a fifo never blocks the open, whatever was put at
+        # the name after the caller looked at it.
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            # ELOOP (a symbolic link), ENXIO (a socket), ...: say what is there, if not a file.
+            with contextlib.suppress(OSError):
+                _require_regular(path, os.lstat(path).st_mode)
+            raise
+        try:
+            status = os.fstat(fd)
+            _require_regular(path, status.st_mode)
+            if status.st_size >= _MAP_THRESHOLD:
+                return memoryview(mmap.mmap(fd, status.st_size, prot=mmap.PROT_READ))
+            chunks = []
+            while chunk := os.read(fd, max(status.st_size, 1 << 16)):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def lstat(self, path: str) -> os.stat_result:
+        return os.lstat(path)
 
     def try_lock(self, path: str) -> int | None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
@@ -198,6 +226,37 @@ class OsFileSystem(FileSystem):
 
     def unlock(self, handle: int) -> None:
         os.close(handle)  # closing the descriptor releases the flock
+
+
+_FILE_TYPES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a fifo (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def describe_file_type(mode: int) -> str | None:
+    """What ``st_mode`` says is there, or ``None`` for a regular file (the only kind of file a
+    log is made of)."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _FILE_TYPES if test(mode)), "not a regular file")
+
+
+def _require_regular(path: str, mode: int) -> None:
+    what = describe_file_type(mode)
+    if what is not None:
+        raise ForeignFileError(((path, f"{what}, not a regular file"),))
+
+
+def not_a_regular_file(fs: FileSystem, path: str) -> str | None:
+    """What is at ``path`` if it is not a regular file (``lstat``: a symbolic link is never
+    followed, a fifo never opened), else ``None``; ``FileNotFoundError`` if nothing is."""
+    what = describe_file_type(fs.lstat(path).st_mode)
+    return None if what is None else f"{what}, not a regular file"
 
 
 def write_all(

@@ -28,7 +28,7 @@ from ._codec import (
     is_temp_segment_name,
     parse_segment_name,
 )
-from ._errors import CorruptSegmentError
+from ._errors import CorruptSegmentError, ForeignFileError
 
 # --------------------------------------------------------------------------- the directory
 
@@ -92,16 +92,18 @@ class SegmentStatus(enum.Enum):
     FOLLOWS_CORRUPT = "follows corrupt"  # after the first bad segment: recovery stops before it
     COVERED = "covered by checkpoint"  # already applied; recovery deletes it when tidying
     UNCHECKED = "unchecked"
+    FOREIGN = "not the log's own"  # not a regular file: recovery refuses to read or delete it
 
 
 @attrs.frozen
 class SegmentFile:
-    """A segment file as found: its size and what the codec made of its header."""
+    """A segment file as found: its size and what the codec made of its header (or, for
+    something that is not a regular file, what it is)."""
 
     epoch: int
     path: str
     size: int
-    header: SegmentHeader | CorruptSegmentError
+    header: SegmentHeader | CorruptSegmentError | ForeignFileError
 
 
 @attrs.frozen
@@ -122,6 +124,8 @@ class SegmentRow:
             status += f": offset {self.offset}: {self.reason.removeprefix('chain broken: ')}"
         elif self.reason:
             status += f" ({self.reason})"
+        if self.status is SegmentStatus.FOREIGN:
+            return (str(self.epoch), "?", "?", "-", "?", "?", status)
         if header is None:
             return (str(self.epoch), "?", "?", f"{self.size:,}", "?", "?", status)
         # The epoch column is the file name's: that names the file even when the header differs.
@@ -133,25 +137,34 @@ class SegmentRow:
 SEGMENT_HEADINGS = ("epoch", "commit_seq", "records", "bytes", "lanes", "flags", "status")
 
 
-def segment_rows(chain: RecoveryResult | None, files: Sequence[SegmentFile]) -> list[SegmentRow]:
+def segment_rows(
+    chain: RecoveryResult | None, files: Sequence[SegmentFile],
+    unchecked: str = "the checkpoint is corrupt",
+) -> list[SegmentRow]:
     """One row per segment file, its status taken from ``chain``.
 
     ``chain`` is what the read-only recovery loop found with ``skip_corrupt=True``; ``None``
-    when it could not start (a corrupt checkpoint), and then every segment is unchecked.
+    when it could not start (a corrupt checkpoint, or one that is not a regular file: say
+    which as ``unchecked``), and then every segment is unchecked.
     """
     kept = {info.path for info in chain.segments} if chain else set()
     skipped = {item.path: (index, item) for index, item in
                enumerate(chain.skipped if chain else ())}
     rows: list[SegmentRow] = []
     for file in files:
+        if isinstance(file.header, ForeignFileError):
+            rows.append(SegmentRow(file.epoch, file.path, file.size, None, SegmentStatus.FOREIGN,
+                                   reason=file.header.files[0][1]))
+            continue
         header = file.header if isinstance(file.header, SegmentHeader) else None
         header_problem = "" if header else f"header: {_reason(file.header)}"
         row = SegmentRow(file.epoch, file.path, file.size, header, SegmentStatus.UNCHECKED,
                          reason=header_problem or "appeared while the log was read")
         if chain is None:
-            row = attrs.evolve(row, reason=header_problem or "the checkpoint is corrupt")
+            row = attrs.evolve(row, reason=header_problem or unchecked)
         elif file.epoch <= chain.base.epoch:
-            row = attrs.evolve(row, status=SegmentStatus.COVERED, reason=header_problem)
+            row = attrs.evolve(row, status=SegmentStatus.COVERED, reason=header_problem and (
+                f"{header_problem}; not this segment, so recovery refuses to delete it"))
         elif file.path in kept:
             row = attrs.evolve(row, status=SegmentStatus.OK, reason="")
         elif file.path in skipped:
@@ -168,7 +181,7 @@ def segment_rows(chain: RecoveryResult | None, files: Sequence[SegmentFile]) -> 
     return rows
 
 
-def _reason(header: SegmentHeader | CorruptSegmentError) -> str:
+def _reason(header: SegmentHeader | CorruptSegmentError | ForeignFileError) -> str:
     return header.reason if isinstance(header, CorruptSegmentError) else ""
 
 
@@ -186,11 +199,13 @@ def _breaks_chain(
 @attrs.frozen
 class InspectReport:
     db_path: str
-    checkpoint: ChainPosition | CorruptSegmentError | None  # None: no checkpoint file
+    # None: no checkpoint file
+    checkpoint: ChainPosition | CorruptSegmentError | ForeignFileError | None
     rows: tuple[SegmentRow, ...]
     temporary: tuple[tuple[str, int], ...]  # (name, size)
     quarantined: tuple[tuple[str, int], ...]
     last: ChainPosition | None  # where the valid chain ends; None when it could not be read
+    foreign: tuple[tuple[str, str], ...] = ()  # (name, what): what recovery refuses to touch
 
     def lines(self) -> list[str]:
         lines = [f"log of {self.db_path}"]
@@ -199,6 +214,8 @@ class InspectReport:
         elif isinstance(self.checkpoint, CorruptSegmentError):
             lines.append(f"checkpoint: corrupt: offset {self.checkpoint.offset}: "
                          f"{self.checkpoint.reason}")
+        elif isinstance(self.checkpoint, ForeignFileError):
+            lines.append(f"checkpoint: unreadable: {self.checkpoint.files[0][1]}")
         else:
             lines.append(f"checkpoint: epoch {self.checkpoint.epoch}, "
                          f"commit_seq {self.checkpoint.commit_seq}")
@@ -216,6 +233,10 @@ class InspectReport:
         lines.append(summary)
         lines.append(_file_list("temporary files (recovery deletes them)", self.temporary))
         lines.append(_file_list("set aside as corrupt", self.quarantined))
+        if self.foreign:
+            lines.append("not the log's own (recover and open refuse to start, and delete "
+                         "nothing, until they are moved away): "
+                         + ", ".join(f"{name} ({what})" for name, what in self.foreign))
         return lines
 
 
@@ -265,6 +286,7 @@ class VerifyReport:
     last: ChainPosition
     unusable_segments: int
     error: Problem | None
+    foreign: bool = False  # the problem is a file at a log name that is not the log's own
 
     @property
     def valid(self) -> bool:
@@ -294,6 +316,9 @@ class VerifyReport:
         figures += f", {self.bytes:,} bytes"
         if self.error is None:
             return [f"{self.db_path}: valid: {figures}"]
+        if self.foreign:
+            return [f"{self.db_path}: not verified: a file at one of its log's names is not the "
+                    "log's own, so recovery refuses to start"]
         return [f"{self.db_path}: corrupt; valid prefix: {figures}; {self.unusable_segments} "
                 f"segment{_plural(self.unusable_segments)} from the first bad one on not usable "
                 "(recover --skip-corrupt keeps the prefix)"]
@@ -316,11 +341,17 @@ def verify_report(db_path: str, chain: RecoveryResult) -> VerifyReport:
         error=Problem(first.path, first.offset, first.reason) if first else None)
 
 
-def unreadable_log_report(db_path: str, error: CorruptSegmentError) -> VerifyReport:
-    """A log whose chain cannot even start (its checkpoint file is corrupt)."""
+def unreadable_log_report(
+    db_path: str, error: CorruptSegmentError | ForeignFileError
+) -> VerifyReport:
+    """A log whose chain cannot even start: its checkpoint file is corrupt, or a file at one of
+    its names is not the log's own (the first one is the problem, at offset 0)."""
+    problem = (Problem(error.path, error.offset, error.reason)
+               if isinstance(error, CorruptSegmentError)
+               else Problem(error.path, 0, error.files[0][1]))
     return VerifyReport(db_path=db_path, segments=0, records=0, commits=0, bytes=0,
                         base=ChainPosition(), last=ChainPosition(), unusable_segments=0,
-                        error=Problem(error.path, error.offset, error.reason))
+                        error=problem, foreign=isinstance(error, ForeignFileError))
 
 
 # --------------------------------------------------------------------------- dump

@@ -153,7 +153,8 @@ class WalPager:
         ``page_size`` that is unsupported or differs from the log's, :class:`LogLockedError`
         if the store is open elsewhere, :class:`CorruptSegmentError` for a corrupt log (with
         ``skip_corrupt=True`` the store continues after the log's valid prefix and the segments
-        left out are renamed to ``*.corrupt``, as :meth:`Wal.open` does).
+        left out are renamed to ``*.corrupt``, as :meth:`Wal.open` does), and
+        :class:`ForeignFileError` for a file at one of the log's names that is not the log's own.
         """
         page_size = _check_page_size(page_size)
         files = LogFiles.for_db(path)

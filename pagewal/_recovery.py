@@ -1,9 +1,11 @@
 """Recovery: the I/O edge around the pure codec and chain modules.
 
-Lists a database's segments, removes stale temporary files (invariant 4: a ``.tmp`` file is
-never data), validates every segment and the chain, and returns the durable commits in
-canonical order. Invariant 5: any mismatch raises :class:`CorruptSegmentError` naming file,
-offset and reason, unless ``skip_corrupt`` asks for the longest valid prefix of the chain.
+Lists a database's segments, validates every segment and the chain, removes stale temporary
+files (invariant 4: a ``.tmp`` file is never data) and segments a checkpoint covers, and
+returns the durable commits in canonical order. Nothing is deleted before everything was
+checked, and nothing that is not provably the log's own is read past or deleted.
+Invariant 5: any mismatch raises :class:`CorruptSegmentError` naming file, offset and reason,
+unless ``skip_corrupt`` asks for the longest valid prefix of the chain.
 
 :func:`_read_chain` is the one loop that validates a log; :func:`recover`, :meth:`Wal.open`
 and the read-only :func:`read_log` (``pagewal verify`` and ``inspect``) all go through it.
@@ -36,12 +38,13 @@ from ._codec import (
     decode_checkpoint,
     decode_header,
     decode_segment,
+    identify_segment,
     is_temp_segment_name,
     parse_segment_name,
     segment_name,
 )
-from ._errors import CorruptSegmentError, LogLockedError
-from ._fs import FileSystem, OsFileSystem, publish_atomically
+from ._errors import CorruptSegmentError, ForeignFileError, LogLockedError
+from ._fs import FileSystem, OsFileSystem, not_a_regular_file, publish_atomically
 
 _READ_ONLY_ATTEMPTS = 3
 
@@ -85,10 +88,15 @@ def recover(
 ) -> RecoveryResult:
     """Read every durable commit of the log of ``db_path`` in canonical order.
 
-    Removes leftover ``.tmp`` files, and segments a completed checkpoint already covers.
-    By default any corrupt segment or broken chain raises :class:`CorruptSegmentError`; with
-    ``skip_corrupt=True`` recovery stops at the first bad segment and lists it and every later
-    one in ``result.skipped`` (files are left in place).
+    Removes leftover ``.tmp`` files, and segments a completed checkpoint already covers, once
+    the whole log has been checked (an error deletes nothing). Only the log's own files are
+    deleted: a segment only after its header shows it is that segment (the temporary files may
+    be partial, so only regular ones are). A directory, symbolic link, fifo or other
+    non-regular file at a log name, or a covered segment's name holding something else, raises
+    :class:`ForeignFileError` naming each one. By default any corrupt segment or broken chain
+    raises :class:`CorruptSegmentError`; with ``skip_corrupt=True`` recovery stops at the first
+    bad segment and lists it and every later one in ``result.skipped`` (files are left in
+    place).
 
     ``delete_after=True`` records a checkpoint at the end of the recovered chain and deletes the
     recovered segments, so the log continues after them. Only the returned result then holds
@@ -110,6 +118,8 @@ def recover(
         result = _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=True, progress=progress)
         if delete_after:
             write_checkpoint(files, fs, result.last)
+            # Each was read and validated just now, under the lock: the log's own. A crash
+            # part way leaves covered segments, which the next recovery checks and deletes.
             for info in result.segments:
                 fs.unlink(info.path)
             fs.fsync_dir(files.directory)
@@ -124,26 +134,32 @@ def read_log(
     skip_corrupt: bool = False,
     fs: FileSystem | None = None,
     progress: Progress | None = None,
+    tolerate_foreign: bool = False,
 ) -> RecoveryResult:
     """Validate the log of ``db_path`` exactly as :func:`recover` does, changing nothing.
 
     Takes no lock and creates, deletes or renames no file, so it is safe beside a live writer:
-    temporary files and segments a checkpoint covers are ignored, not removed. A missing
-    directory raises :class:`FileNotFoundError`.
+    temporary files and segments a checkpoint covers are not removed. Files :func:`recover`
+    would refuse raise :class:`ForeignFileError` here too; ``tolerate_foreign=True`` (for
+    ``pagewal inspect``) leaves them out instead (a non-regular file at a segment name is then a
+    gap in the chain), except a checkpoint that is not a regular file. A missing directory
+    raises :class:`FileNotFoundError`.
     """
     return _read_unlocked(LogFiles.for_db(db_path), fs or OsFileSystem(),
-                          skip_corrupt=skip_corrupt, progress=progress)
+                          skip_corrupt=skip_corrupt, progress=progress,
+                          tolerate_foreign=tolerate_foreign)
 
 
 def _read_unlocked(
-    files: LogFiles, fs: FileSystem, *, skip_corrupt: bool, progress: Progress | None
+    files: LogFiles, fs: FileSystem, *, skip_corrupt: bool, progress: Progress | None,
+    tolerate_foreign: bool = False,
 ) -> RecoveryResult:
     """Read a log someone else may be writing: list again if a segment vanishes meanwhile (a
     checkpoint deleted what it covers)."""
     for attempt in range(1, _READ_ONLY_ATTEMPTS + 1):
         try:
             return _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=False,
-                               progress=progress)
+                               progress=progress, tolerate_foreign=tolerate_foreign)
         except FileNotFoundError as error:
             if error.filename == files.directory:
                 raise  # no directory at all: nothing vanished, there is no log here
@@ -156,30 +172,25 @@ def _read_unlocked(
 
 def _read_chain(
     files: LogFiles, fs: FileSystem, *, skip_corrupt: bool, tidy: bool,
-    progress: Progress | None = None,
+    progress: Progress | None = None, tolerate_foreign: bool = False,
 ) -> RecoveryResult:
     """Read and validate the chain. ``tidy`` (only while holding the log's lock) also deletes
-    temporary files and segments the checkpoint already covers."""
+    temporary files and segments the checkpoint already covers.
+
+    Everything is checked before anything is deleted: a file at a log name that is not the
+    log's own raises :class:`ForeignFileError`, a corrupt chain :class:`CorruptSegmentError`,
+    and then nothing was deleted. ``tolerate_foreign`` (``pagewal inspect``) leaves such files
+    out instead, except a checkpoint that is not a regular file.
+    """
     names = sorted(fs.listdir(files.directory))
-    base = read_checkpoint(files, fs, names)
-    epochs = segment_epochs(files, names)
-    removed: list[str] = []
-    if tidy:
-        checkpoint_temp = checkpoint_name(files.db_name) + TEMP_SUFFIX
-        removed = [files.path(n) for n in names
-                   if is_temp_segment_name(files.db_name, n) or n == checkpoint_temp]
-        # A checkpoint interrupted after recording itself leaves segments it covers: already
-        # applied, so they are deleted rather than read.
-        removed += [files.segment_path(e) for e in epochs if e <= base.epoch]
-        for path in removed:
-            fs.unlink(path)
-        if removed:
-            fs.fsync_dir(files.directory)
+    survey = survey_log(files, fs, names)
+    if survey.foreign and not tolerate_foreign:
+        raise ForeignFileError(survey.foreign)
+    base, chain = survey.base, survey.chain
 
     position = base
     decoded: list[DecodedSegment] = []
     skipped: list[SkippedSegment] = []
-    chain = [e for e in epochs if e > base.epoch]
     for done, epoch in enumerate(chain, 1):
         if skipped:
             skipped.append(SkippedSegment(files.segment_path(epoch), 0,
@@ -195,6 +206,13 @@ def _read_chain(
                 skipped.append(SkippedSegment(error.path, error.offset, error.reason))
         if progress is not None:
             progress(done, len(chain))
+    removed = list(survey.removable) if tidy else []
+    for path in removed:
+        # A crash or an error part way leaves some of these: each is still a temporary file
+        # or a covered segment, and the next recovery checks and deletes the rest.
+        fs.unlink(path)
+    if removed:
+        fs.fsync_dir(files.directory)
     return RecoveryResult(
         base=base, last=position,
         segments=tuple(SegmentInfo(s.path, s.header) for s in decoded),
@@ -225,11 +243,84 @@ def read_segment_header(files: LogFiles, fs: FileSystem, epoch: int) -> SegmentH
         data = fs.pread(fd, HEADER_SIZE, 0)
     finally:
         fs.close(fd)
-    header = decode_header(data, path, file_size=size)
-    if header.epoch != epoch:
-        raise CorruptSegmentError(
-            path, 8, f"header epoch {header.epoch} does not match the file name's {epoch}")
-    return header
+    identify_segment(data, path, epoch)
+    return decode_header(data, path, file_size=size)
+
+
+@attrs.frozen
+class LogSurvey:
+    """What recovery found at the log's names, before reading the chain or deleting anything.
+
+    ``chain``: the epochs after the checkpoint (regular files); ``removable``: the temporary
+    files (regular) and the covered segments whose header shows they are this log's, which
+    tidying deletes; ``foreign``: ``(path, what it is)`` of every file at a log name that is not
+    the log's own.
+    """
+
+    base: ChainPosition
+    chain: tuple[int, ...]
+    removable: tuple[str, ...]
+    foreign: tuple[tuple[str, str], ...]
+
+
+def survey_log(files: LogFiles, fs: FileSystem, names: list[str]) -> LogSurvey:
+    """Look at every log name among directory entries ``names`` without following a symbolic
+    link or opening anything that is not a regular file, then read the checkpoint and the
+    header of each segment it covers.
+
+    A checkpoint that is not a regular file raises :class:`ForeignFileError` (the chain cannot
+    start without it) with every other such file found. A temporary file may be partial, so
+    only its type vouches for it; a covered segment is deleted only if its header is that
+    segment's (:func:`identify_segment`). A temporary file or covered segment that vanishes
+    meanwhile (a live writer published it, or its checkpoint deleted it) is left out; a segment
+    of the chain that vanishes raises ``FileNotFoundError`` when it is read (the read-only
+    reader then lists the directory again).
+    """
+    checkpoint = checkpoint_name(files.db_name)
+    temporary = [n for n in names
+                 if is_temp_segment_name(files.db_name, n) or n == checkpoint + TEMP_SUFFIX]
+    epochs = segment_epochs(files, names)
+    foreign: list[tuple[str, str]] = []
+    regular: set[str] = set()
+    segments = [segment_name(files.db_name, e) for e in epochs]
+    for name in ([checkpoint] if checkpoint in names else []) + temporary + segments:
+        try:
+            what = not_a_regular_file(fs, files.path(name))
+        except FileNotFoundError:
+            if name in segments:
+                regular.add(name)  # reading it says it vanished, where that matters
+            continue
+        if what is None:
+            regular.add(name)
+        else:
+            foreign.append((files.path(name), what))
+    if any(path == files.path(checkpoint) for path, _ in foreign):
+        raise ForeignFileError(tuple(sorted(foreign)))  # the chain cannot start without it
+    base = read_checkpoint(files, fs, names)
+    removable = [files.path(n) for n in temporary if n in regular]
+    chain: list[int] = []
+    for epoch in epochs:
+        path = files.segment_path(epoch)
+        if os.path.basename(path) not in regular:
+            continue
+        if epoch > base.epoch:
+            chain.append(epoch)
+            continue
+        try:
+            identify_segment(fs.read_file(path)[:HEADER_SIZE], path, epoch)
+        except FileNotFoundError:
+            continue
+        except ForeignFileError as error:  # replaced since it was looked at
+            foreign += error.files
+            continue
+        except CorruptSegmentError as error:
+            foreign.append((path, f"named like segment {epoch}, which the checkpoint (epoch "
+                                  f"{base.epoch}) covers and recovery deletes, but not that "
+                                  f"segment: {error.reason}"))
+            continue
+        removable.append(path)
+    return LogSurvey(base=base, chain=tuple(chain), removable=tuple(removable),
+                     foreign=tuple(sorted(foreign)))
 
 
 def segment_epochs(files: LogFiles, names: list[str]) -> list[int]:

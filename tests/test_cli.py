@@ -35,11 +35,66 @@ def test_demo_runs_transactions_checkpoints_reopens_and_verifies_every_page(
     assert "demo.db" in lines[0]
 
 
-def test_demo_starts_from_a_fresh_store_each_run(tmp_path: Path) -> None:
+def test_demo_refuses_a_directory_holding_a_store_naming_its_files_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAGEWAL_FSYNC", "off")
+    (tmp_path / "demo.db").write_bytes(b"someone's pages")
+    (tmp_path / "demo.db-wal-checkpoint").write_bytes(b"their checkpoint")
+    (tmp_path / "demo.db-wal-seg-0000000000000007").write_bytes(b"their segment")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    code, out, err = run(capsys, "demo", tmp_path, "--threads", "2", "--seconds", "0.1")
+
+    assert (code, out) == (2, "")
+    assert err == (f"pagewal: error: {tmp_path} already holds a demo store (demo.db, "
+                   "demo.db-wal-checkpoint, demo.db-wal-seg-0000000000000007) and the demo "
+                   "never overwrites one: give it another directory (pagewal demo OTHER_DIR), "
+                   "or remove those files yourself\n")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     config = WalConfig(lanes=2, epoch_interval_ms=2, fsync="off")
-    run_demo(str(tmp_path), threads=2, seconds=0.1, config=config, say=lambda _: None)
-    second = run_demo(str(tmp_path), threads=2, seconds=0.1, config=config, say=lambda _: None)
-    assert second.ok and second.pages_verified == 10_000
+    for name in ("demo.db", "demo.db-wal-checkpoint", "demo.db-wal-seg-0000000000000007"):
+        alone = tmp_path / f"only-{name}"
+        alone.mkdir()
+        (alone / name).write_bytes(b"x")
+        with pytest.raises(FileExistsError, match=name):
+            run_demo(str(alone), threads=2, seconds=0.1, config=config, say=lambda _: None)
+        assert [p.name for p in alone.iterdir()] == [name]
+
+
+def test_demo_never_deletes_files_that_are_not_its_store(tmp_path: Path) -> None:
+    unrelated = {"demo.db-wal-notes": b"mine", "demo.db.bak": b"backup", "demo.dbx": b"x",
+                 "demo.db-wal-seg-1": b"not a segment name"}
+    for name, content in unrelated.items():
+        (tmp_path / name).write_bytes(content)
+    config = WalConfig(lanes=2, epoch_interval_ms=2, fsync="off")
+
+    report = run_demo(str(tmp_path), threads=2, seconds=0.1, config=config, say=lambda _: None)
+
+    assert report.ok
+    for name, content in unrelated.items():
+        assert (tmp_path / name).read_bytes() == content
+
+
+def test_the_readme_demo_command_run_again_uses_a_fresh_directory_and_keeps_the_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PAGEWAL_FSYNC", "off")
+    code, out, _ = run(capsys, "demo", "--threads", "2", "--seconds", "0.1")
+    assert code == 0 and out.startswith("store: pagewal-demo/demo.db ")
+    first = {p.name: p.read_bytes() for p in (tmp_path / "pagewal-demo").iterdir()}
+
+    for number in (2, 3):
+        code, out, _ = run(capsys, "demo", "--threads", "2", "--seconds", "0.1")
+        assert code == 0 and "0 wrong" in out
+        lines = out.splitlines()
+        assert lines[0] == (f"pagewal-demo holds the store of an earlier run, so this one goes "
+                            f"to pagewal-demo/run-{number} (rm -r pagewal-demo removes them all)")
+        assert lines[1].startswith(f"store: pagewal-demo/run-{number}/demo.db ")
+    after = {p.name: p.read_bytes() for p in (tmp_path / "pagewal-demo").iterdir()
+             if p.is_file()}
+    assert after == first
 
 
 def test_module_entry_point_runs_the_demo(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from pagewal import (
     ChainPosition,
     CorruptSegmentError,
+    ForeignFileError,
     RecoveryResult,
     Ticket,
     Wal,
@@ -802,17 +803,23 @@ def test_segments_a_checkpoint_covers_are_deleted_not_replayed(tmp_path: Path) -
     assert segment_epochs(db) == [4, 5]
 
 
-def test_covered_leftover_segment_is_deleted_even_when_it_is_corrupt(tmp_path: Path) -> None:
+def test_covered_leftover_that_is_not_a_segment_is_refused_and_kept_until_moved(
+    tmp_path: Path,
+) -> None:
     db = tmp_path / "db"
     one_segment_per_commit(db, 2)
     recover(db, delete_after=True)
     seg_path(db, 2).write_bytes(b"garbage")
 
+    with pytest.raises(ForeignFileError) as raised:
+        recover(db)
+    assert raised.value.path == str(seg_path(db, 2))
+    assert seg_path(db, 2).read_bytes() == b"garbage"
+    seg_path(db, 2).rename(tmp_path / "garbage")
     result = recover(db)
 
     assert result.records.size == 0
-    assert result.removed_temp_files == (str(seg_path(db, 2)),)
-    assert not seg_path(db, 2).exists()
+    assert result.removed_temp_files == ()
     with Wal.open(db, FAST) as wal:
         ticket = wal.commit([(1, b"x")])
     assert (ticket.commit_seq, ticket.epoch) == (3, 3)

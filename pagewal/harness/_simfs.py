@@ -23,6 +23,7 @@ import errno
 import itertools
 import os
 import random
+import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
@@ -381,6 +382,13 @@ class SimulatedFileSystem(FileSystem):
     def read_file(self, path: str) -> bytes:
         with self._lock:
             return self.model.read(path)
+
+    def lstat(self, path: str) -> os.stat_result:
+        """Every entry of the simulated file system is a regular file."""
+        with self._lock:
+            size = self.model.size(path)  # raises if missing
+            return os.stat_result((stat.S_IFREG | 0o644, self.model.current[path], 0, 1, 0, 0,
+                                   size, 0, 0, 0))
 
     def try_lock(self, path: str) -> int | None:
         with self._lock:

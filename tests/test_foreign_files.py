@@ -1,0 +1,418 @@
+"""Recovery reads and deletes only what is provably the log's own: a segment the checkpoint
+covers is deleted only after its header shows it is that segment, a temporary file only if it
+is a regular file; a directory, symbolic link, fifo or socket at a log name is a typed error
+naming it; everything is checked before anything is deleted, and a cleanup cut short by a
+crash or an error is finished by the next recovery."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pagewal import (
+    ChainPosition,
+    CorruptSegmentError,
+    ForeignFileError,
+    OsFileSystem,
+    Wal,
+    WalConfig,
+    WalPager,
+    recover,
+)
+from pagewal._cli import main
+from pagewal._recovery import read_log
+from pagewal.harness import Fault, SimulatedFileSystem, crash_states
+
+FAST = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off")
+DURABLE = WalConfig(lanes=2, epoch_interval_ms=1, fsync="full")
+
+
+def seg_path(db: Path, epoch: int) -> Path:
+    return db.with_name(f"{db.name}-wal-seg-{epoch:016x}")
+
+
+def temp_path(db: Path, epoch: int) -> Path:
+    return Path(f"{seg_path(db, epoch)}.tmp")
+
+
+def checkpoint_path(db: Path) -> Path:
+    return db.with_name(f"{db.name}-wal-checkpoint")
+
+
+def commit_each(db: Path, count: int, start: int = 0) -> None:
+    """``count`` durable commits, one segment each."""
+    with Wal.open(db, FAST) as wal:
+        for k in range(start, start + count):
+            wal.commit({k % 3: f"commit {k}".encode() * 4, 10 + k: b"new"})
+
+
+def listing(directory: Path) -> dict[str, bytes | str]:
+    """Every entry: a regular file's bytes, else what it is (never following a link)."""
+    entries: dict[str, bytes | str] = {}
+    for entry in directory.iterdir():
+        if entry.is_symlink():
+            entries[entry.name] = f"link to {os.readlink(entry)}"
+        elif entry.is_file():
+            entries[entry.name] = entry.read_bytes()
+        else:
+            entries[entry.name] = "directory" if entry.is_dir() else "special"
+    return entries
+
+
+@pytest.fixture
+def covered_log(tmp_path: Path) -> tuple[Path, dict[int, bytes]]:
+    """Epochs 1..3 covered by a checkpoint at (3, 3), epochs 4 and 5 after it; returns the
+    bytes the covered segments had, to plant them back as a crash part way through deleting
+    them would leave them."""
+    db = tmp_path / "app.db"
+    commit_each(db, 3)
+    covered = {e: seg_path(db, e).read_bytes() for e in (1, 2, 3)}
+    recover(db, delete_after=True)
+    commit_each(db, 2, start=3)
+    return db, covered
+
+
+# --------------------------------------------------------------------------- covered segments
+
+NOT_THIS_SEGMENT: list[tuple[str, Callable[[dict[int, bytes]], bytes], str]] = [
+    ("another database's data file",
+     lambda _: b"SQLite format 3\x00" + bytes(4080), "not a pagewal segment"),
+    ("an empty file", lambda _: b"", "shorter than the 64-byte header"),
+    ("segment 3 under segment 2's name", lambda covered: covered[3],
+     "header epoch 3 does not match the file name's 2"),
+    ("a segment with a damaged header",
+     lambda covered: covered[2][:30] + bytes([covered[2][30] ^ 1]) + covered[2][31:],
+     "header checksum mismatch"),
+]
+
+
+@pytest.mark.parametrize("content,reason", [(c, r) for _, c, r in NOT_THIS_SEGMENT],
+                         ids=[n for n, _, _ in NOT_THIS_SEGMENT])
+def test_a_file_at_a_covered_segment_name_that_is_not_that_segment_is_reported_not_deleted(
+    covered_log: tuple[Path, dict[int, bytes]], content: Callable[[dict[int, bytes]], bytes],
+    reason: str,
+) -> None:
+    db, covered = covered_log
+    seg_path(db, 1).write_bytes(covered[1])  # a genuine leftover the checkpoint covers
+    seg_path(db, 2).write_bytes(content(covered))
+    temp_path(db, 9).write_bytes(b"a leftover temporary file")
+    before = listing(db.parent)
+
+    for attempt in (lambda: recover(db), lambda: recover(db, skip_corrupt=True),
+                    lambda: recover(db, delete_after=True), lambda: read_log(db),
+                    lambda: Wal.open(db, FAST), lambda: Wal.open(db, FAST, skip_corrupt=True),
+                    lambda: WalPager.open(db, 512, FAST)):
+        with pytest.raises(ForeignFileError) as raised:
+            attempt()
+        assert raised.value.files == ((str(seg_path(db, 2)), raised.value.files[0][1]),)
+        assert reason in str(raised.value)
+        assert "checkpoint (epoch 3) covers" in str(raised.value)
+        assert "nothing was deleted" in str(raised.value)
+        assert listing(db.parent) == before  # not even the genuine leftovers
+
+    seg_path(db, 2).rename(db.parent / "moved away")
+    result = recover(db)
+    assert result.base == ChainPosition(3, 3) and result.last == ChainPosition(5, 5)
+    assert sorted(result.removed_temp_files) == sorted(
+        [str(seg_path(db, 1)), str(temp_path(db, 9))])
+
+
+def test_a_covered_segment_whose_header_is_its_own_is_deleted_even_with_a_damaged_body(
+    covered_log: tuple[Path, dict[int, bytes]],
+) -> None:
+    db, covered = covered_log
+    damaged = bytearray(covered[2])
+    damaged[-1] ^= 0xFF  # the body's last CRC byte: the header still says segment 2
+    seg_path(db, 2).write_bytes(bytes(damaged))
+
+    result = recover(db)
+
+    assert result.removed_temp_files == (str(seg_path(db, 2)),)
+    assert not seg_path(db, 2).exists()
+    assert result.last == ChainPosition(5, 5)
+
+
+# --------------------------------------------------------------------------- non-regular files
+
+
+def make_directory(path: Path, _: Path) -> str:
+    path.mkdir()
+    (path / "inside").write_bytes(b"keep me")
+    return "a directory"
+
+
+def make_symlink(path: Path, victim: Path) -> str:
+    path.symlink_to(victim)
+    return "a symbolic link"
+
+
+def make_fifo(path: Path, _: Path) -> str:
+    os.mkfifo(path)
+    return "a fifo"
+
+
+def make_socket(path: Path, _: Path) -> str:
+    # AF_UNIX paths are short: bind relative to the directory.
+    cwd = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(path.name)
+    finally:
+        os.chdir(cwd)
+    return "a socket"
+
+
+KINDS = {"directory": make_directory, "symlink": make_symlink, "fifo": make_fifo,
+         "socket": make_socket}
+NAMES: dict[str, Callable[[Path], Path]] = {
+    "segment in the chain": lambda db: seg_path(db, 4),
+    "covered segment": lambda db: seg_path(db, 2),
+    "segment temporary": lambda db: temp_path(db, 6),
+    "checkpoint": checkpoint_path,
+    "checkpoint temporary": lambda db: Path(f"{checkpoint_path(db)}.tmp"),
+}
+
+
+@pytest.mark.timeout(60)  # reading a fifo must never block: a hang is the failure
+@pytest.mark.parametrize("name", list(NAMES))
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_non_regular_file_at_a_log_name_is_a_typed_error_naming_it_and_nothing_changes(
+    covered_log: tuple[Path, dict[int, bytes]], kind: str, name: str,
+) -> None:
+    db, covered = covered_log
+    seg_path(db, 1).write_bytes(covered[1])  # a genuine leftover the checkpoint covers
+    temp_path(db, 9).write_bytes(b"a leftover temporary file")
+    victim = db.parent / "victim"
+    victim.write_bytes(seg_path(db, 4).read_bytes())  # a valid segment: never read through
+    path = NAMES[name](db)
+    if path.exists():
+        path.rename(db.parent / "set aside")
+    what = KINDS[kind](path, victim)
+    before = listing(db.parent)
+
+    for attempt in (lambda: recover(db), lambda: recover(db, skip_corrupt=True),
+                    lambda: read_log(db), lambda: read_log(db, skip_corrupt=True),
+                    lambda: Wal.open(db, FAST, skip_corrupt=True),
+                    lambda: WalPager.open(db, 512, FAST, skip_corrupt=True)):
+        with pytest.raises(ForeignFileError) as raised:
+            attempt()
+        assert raised.value.path == str(path)
+        assert f"{path}: {what}" in str(raised.value) and "not a regular file" in str(raised.value)
+        assert listing(db.parent) == before
+
+
+def test_every_file_that_is_not_the_logs_own_is_named_in_one_error(
+    covered_log: tuple[Path, dict[int, bytes]],
+) -> None:
+    db, _ = covered_log
+    seg_path(db, 2).mkdir()
+    os.mkfifo(temp_path(db, 7))
+    seg_path(db, 3).write_bytes(b"not a segment")
+
+    with pytest.raises(ForeignFileError) as raised:
+        recover(db)
+
+    assert sorted(path for path, _ in raised.value.files) == sorted(
+        str(p) for p in (seg_path(db, 2), temp_path(db, 7), seg_path(db, 3)))
+    assert "move them out of the log's directory" in str(raised.value)
+
+
+# --------------------------------------------------------------------------- inspect, verify
+
+
+@pytest.mark.timeout(60)
+def test_inspect_shows_non_regular_files_as_rows_and_verify_fails_naming_them(
+    covered_log: tuple[Path, dict[int, bytes]], capsys: pytest.CaptureFixture[str],
+) -> None:
+    db, _ = covered_log
+    seg_path(db, 4).rename(db.parent / "set aside")
+    seg_path(db, 4).mkdir()
+    seg_path(db, 5).unlink()
+    os.mkfifo(seg_path(db, 5))
+    temp_path(db, 8).symlink_to(db.parent / "set aside")
+    before = listing(db.parent)
+
+    assert main(["inspect", str(db)]) == 0
+    out = capsys.readouterr().out
+    rows = {int(line.split()[0]): line for line in out.splitlines()
+            if line.split() and line.split()[0].isdigit()}
+    assert rows[4].endswith("not the log's own (a directory, not a regular file)")
+    assert rows[5].endswith("not the log's own (a fifo (named pipe), not a regular file)")
+    assert f"{temp_path(db, 8).name} (a symbolic link, not a regular file)" in out
+    assert "temporary files (recovery deletes them): none" in out
+
+    assert main(["verify", str(db)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith(f"pagewal: error: {seg_path(db, 4)}: a directory")
+    assert str(seg_path(db, 5)) in captured.err and str(temp_path(db, 8)) in captured.err
+    assert "not verified" in captured.out
+    assert main(["verify", "--json", str(db)]) == 1
+    assert '"valid": false' in capsys.readouterr().out
+    assert listing(db.parent) == before
+
+
+@pytest.mark.timeout(60)
+def test_inspect_of_a_log_whose_checkpoint_is_a_fifo_says_so(
+    covered_log: tuple[Path, dict[int, bytes]], capsys: pytest.CaptureFixture[str],
+) -> None:
+    db, _ = covered_log
+    checkpoint_path(db).unlink()
+    os.mkfifo(checkpoint_path(db))
+
+    assert main(["inspect", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint: unreadable: a fifo (named pipe), not a regular file" in out
+    assert "unchecked (the checkpoint is not a regular file)" in out
+    assert main(["recover", str(db)]) == 1
+    assert "a fifo (named pipe), not a regular file" in capsys.readouterr().err
+
+
+def test_inspect_marks_a_covered_file_that_is_not_that_segment(
+    covered_log: tuple[Path, dict[int, bytes]], capsys: pytest.CaptureFixture[str],
+) -> None:
+    db, _ = covered_log
+    seg_path(db, 2).write_bytes(b"another database's data file")
+
+    assert main(["inspect", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "not this segment, so recovery refuses to delete it" in out
+    assert "not the log's own (recover and open refuse to start" in out
+    assert seg_path(db, 2).exists()
+
+
+# --------------------------------------------------------------------------- check, then delete
+
+
+def test_a_corrupt_chain_deletes_no_temporary_file_or_covered_segment(
+    covered_log: tuple[Path, dict[int, bytes]],
+) -> None:
+    db, covered = covered_log
+    seg_path(db, 1).write_bytes(covered[1])
+    temp_path(db, 9).write_bytes(b"a leftover temporary file")
+    data = bytearray(seg_path(db, 5).read_bytes())
+    data[-1] ^= 0xFF
+    seg_path(db, 5).write_bytes(bytes(data))
+    before = listing(db.parent)
+
+    with pytest.raises(CorruptSegmentError):
+        recover(db)
+    with pytest.raises(CorruptSegmentError):
+        Wal.open(db, FAST)
+
+    assert listing(db.parent) == before
+    result = recover(db, skip_corrupt=True)  # the operator's choice: now it tidies
+    assert sorted(result.removed_temp_files) == sorted(
+        [str(seg_path(db, 1)), str(temp_path(db, 9))])
+
+
+SIM = "/sim"
+SIM_DB = f"{SIM}/app.db"
+
+
+def _sim_log_with_leftovers() -> dict[str, bytes]:
+    """A simulated directory: segments 1..3 a checkpoint at (3, 3) covers (its deletions never
+    happened), segment 4 after it, two temporary files, and an unrelated file."""
+    fs = SimulatedFileSystem()
+    with Wal.open(SIM_DB, DURABLE, fs=fs) as wal:
+        for k in range(3):
+            wal.commit({k: bytes([k]) * 64})
+    state = fs.snapshot()
+    fs = SimulatedFileSystem(state)
+    recover(SIM_DB, fs=fs, delete_after=True)
+    with Wal.open(SIM_DB, DURABLE, fs=fs) as wal:
+        wal.commit({9: b"after the checkpoint" * 3})
+    files = fs.snapshot()
+    files.update({path: content for path, content in state.items() if "-wal-seg-" in path})
+    files[f"{SIM_DB}-wal-seg-{7:016x}.tmp"] = b"partial"
+    files[f"{SIM_DB}-wal-checkpoint.tmp"] = b""
+    files[f"{SIM}/app.db-wal-notes"] = b"not the log's"
+    return files
+
+
+def _assert_recovers_and_finishes_cleanup(fs: SimulatedFileSystem, where: str) -> None:
+    result = recover(SIM_DB, fs=fs)
+    assert result.base == ChainPosition(3, 3), where
+    assert result.last == ChainPosition(4, 4), where
+    assert result.page_images() == {9: b"after the checkpoint" * 3}, where
+    names = sorted(os.path.basename(p) for p in fs.snapshot())
+    assert names == sorted(["app.db-wal-checkpoint", "app.db-wal-notes",
+                            f"app.db-wal-seg-{4:016x}"]), where
+    assert fs.snapshot()[f"{SIM}/app.db-wal-notes"] == b"not the log's", where
+
+
+def test_a_power_loss_at_every_step_of_recoverys_cleanup_leaves_a_log_the_next_finishes() -> None:
+    files = _sim_log_with_leftovers()
+    fs = SimulatedFileSystem(files)
+    _assert_recovers_and_finishes_cleanup(fs, "uninterrupted")
+    assert [op.kind for op in fs.ops].count("unlink") == 5  # three segments, two temporaries
+    tried = 0
+    for count, description, state in crash_states(fs.initial, fs.ops, rng=random.Random(1)):
+        _assert_recovers_and_finishes_cleanup(SimulatedFileSystem(state),
+                                              f"after op {count}: {description}")
+        tried += 1
+    assert tried >= 6
+
+
+@pytest.mark.parametrize("nth", [1, 3, 5])
+def test_an_unlink_failing_part_way_through_cleanup_is_finished_by_the_next_recovery(
+    nth: int,
+) -> None:
+    fs = SimulatedFileSystem(_sim_log_with_leftovers(), faults=[Fault("unlink", nth)])
+    with pytest.raises(OSError, match="injected"):
+        recover(SIM_DB, fs=fs)
+    _assert_recovers_and_finishes_cleanup(fs.process_crash(), f"unlink {nth} failed")
+
+
+def _delete_after_states() -> Iterator[tuple[str, dict[str, bytes]]]:
+    fs = SimulatedFileSystem()
+    with Wal.open(SIM_DB, DURABLE, fs=fs) as wal:
+        for k in range(3):
+            wal.commit({k: bytes([k]) * 64})
+    fs = SimulatedFileSystem(fs.snapshot())
+    recover(SIM_DB, fs=fs, delete_after=True)
+    for count, description, state in crash_states(fs.initial, fs.ops, rng=random.Random(2)):
+        yield f"after op {count}: {description}", state
+
+
+def test_a_power_loss_while_delete_after_removes_segments_leaves_a_recoverable_log() -> None:
+    tried = 0
+    for where, state in _delete_after_states():
+        fs = SimulatedFileSystem(state)
+        result = recover(SIM_DB, fs=fs)
+        # Either the checkpoint was not yet durable (the commits are still in the segments)
+        # or it was, and whatever segments it covers that survived are checked and deleted.
+        if result.base == ChainPosition():
+            assert result.page_images() == {k: bytes([k]) * 64 for k in range(3)}, where
+        else:
+            assert result.base == result.last == ChainPosition(3, 3), where
+            assert not [p for p in fs.snapshot() if "-wal-seg-" in p], where
+        tried += 1
+    assert tried >= 4
+
+
+def test_a_segment_vanishing_between_listing_and_lstat_is_not_taken_for_a_gap(
+    tmp_path: Path,
+) -> None:
+    # Beside a live writer a checkpoint may delete a segment just after the reader listed it;
+    # the reader must then read it (and list again if it is gone), not report a broken chain.
+    db = tmp_path / "app.db"
+    commit_each(db, 3)
+
+    class VanishingOnce(OsFileSystem):
+        vanished = False
+
+        def lstat(self, path: str) -> os.stat_result:
+            if path == str(seg_path(db, 2)) and not self.vanished:
+                self.vanished = True
+                raise FileNotFoundError(2, "gone meanwhile", path)
+            return super().lstat(path)
+
+    result = read_log(db, fs=VanishingOnce())
+    assert result.last == ChainPosition(3, 3) and result.skipped == ()
