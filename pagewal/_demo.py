@@ -84,9 +84,11 @@ def run_demo(
     seconds: float,
     config: WalConfig,
     say: Callable[[str], None] = print,
+    transactions: int | None = None,
 ) -> DemoReport:
     """Run transactions from ``threads`` threads for ``seconds``, checkpoint, close, reopen
-    and verify every page.
+    and verify every page. ``transactions``, if given, ends the run sooner, once that many
+    have committed: a fixed amount of work, whatever the machine's speed.
 
     Raises ``FileExistsError`` (one line naming the files and the way out) if ``directory``
     already holds a demo store; nothing is changed then.
@@ -109,6 +111,8 @@ def run_demo(
     committed: list[list[tuple[int, dict[int, int]]]] = [[] for _ in range(threads)]
     latencies: list[list[float]] = [[] for _ in range(threads)]
     start = threading.Barrier(threads + 1)
+    enough = threading.Event()
+    counted = itertools.count(1)
     with WalPager.open(db_path, PAGE_SIZE, config) as pager:
         deadline = 0.0
 
@@ -116,7 +120,7 @@ def run_demo(
             rng = random.Random(index)
             mine, times = committed[index], latencies[index]
             start.wait()
-            while time.perf_counter() < deadline:
+            while time.perf_counter() < deadline and not enough.is_set():
                 pages = {rng.randrange(PAGE_RANGE): rng.randrange(POOL_SIZE)
                          for _ in range(rng.randint(1, 4))}
                 began = time.perf_counter()
@@ -127,6 +131,8 @@ def run_demo(
                 times.append(time.perf_counter() - began)
                 assert tx.ticket is not None
                 mine.append((tx.ticket.commit_seq, pages))
+                if transactions is not None and next(counted) >= transactions:
+                    enough.set()
 
         workers = [threading.Thread(target=work, args=(i,), name=f"demo-{i}")
                    for i in range(threads)]

@@ -25,10 +25,13 @@ def test_demo_runs_transactions_checkpoints_reopens_and_verifies_every_page(
 ) -> None:
     lines: list[str] = []
     config = WalConfig(lanes=2, epoch_interval_ms=2, checkpoint_bytes=256 << 10)
-    report = run_demo(str(tmp_path), threads=4, seconds=0.3, config=config, say=lines.append)
+    # 400 transactions write ~1,000 distinct pages (~4 MB): past twice the 256 KiB threshold
+    # writers wait for a checkpoint, so one runs while committing however slow the machine.
+    report = run_demo(str(tmp_path), threads=4, seconds=600, transactions=400, config=config,
+                      say=lines.append)
     assert report.ok
-    assert report.transactions > 0 and report.pages >= report.transactions
-    assert report.checkpoints >= 1  # ~1 MB of pages against a 256 KiB threshold
+    assert report.transactions >= 400 and report.pages >= report.transactions
+    assert report.checkpoints >= 1
     assert report.pages_verified == 10_000 and report.wrong == 0
     assert report.latency_p50_ms <= report.latency_p99_ms
     assert report.lines()[-1] == "verified 10000 pages against the oracle after reopening: 0 wrong"
