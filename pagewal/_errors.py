@@ -38,7 +38,8 @@ class ImageTooLargeError(InvalidCommitError):
 
 
 class InvalidPageError(PagewalError, ValueError):
-    """A pager was handed a page it cannot store: a page number outside 0..2**32-1, an image
+    """A pager was handed a page it cannot store: a page number outside 0..2**32-1 (or, to
+    write, at or past the store's ``max_pages``: the data file could not hold it), an image
     that is not exactly ``page_size`` bytes, or a ``page_size`` the pager does not support (or
     that differs from the one the log was written with). Nothing was staged."""
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import threading
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -37,6 +38,7 @@ from ._config import FsyncMode, WalConfig
 from ._errors import (
     BrokenLogError,
     ClosedError,
+    ConfigError,
     CorruptSegmentError,
     InvalidPageError,
     PagewalError,
@@ -74,6 +76,59 @@ class PagerStats:
     wal: WalStats
 
 
+@attrs.frozen
+class _PageLimit:
+    """How many pages a store may hold (page numbers ``0..pages - 1``), and what sets that:
+    ``reason`` says which limit binds and how to raise it."""
+
+    pages: int
+    reason: str
+
+
+def _page_limit(
+    page_size: int, data_path: str, *, file_system_bytes: int, process_bytes: int | None,
+    max_pages: int | None,
+) -> _PageLimit:
+    """The smallest of the limits on a store's pages: the log format's 32-bit page numbers, the
+    largest file the file system allows, this process's ``RLIMIT_FSIZE`` and ``max_pages``.
+
+    A page past the file limits could be committed but never written into the data file: every
+    checkpoint, and so every open, would fail with ``EFBIG``. Raises :class:`ConfigError` for
+    a ``max_pages`` above the others (it could not be honoured)."""
+    limits = [_PageLimit(MAX_PAGE_NO + 1, "page numbers are 32-bit in the log format")]
+    limits.append(_PageLimit(
+        file_system_bytes // page_size,
+        f"the file system holding {data_path} allows files of at most {file_system_bytes:,} "
+        "bytes; use larger pages, or a file system with a larger limit"))
+    if process_bytes is not None:
+        limits.append(_PageLimit(
+            process_bytes // page_size,
+            f"this process's file-size limit (RLIMIT_FSIZE, ulimit -f) is {process_bytes:,} "
+            "bytes; raise it"))
+    ceiling = min(limits, key=lambda limit: limit.pages)
+    if max_pages is None:
+        return ceiling
+    if _check_max_pages(max_pages) > ceiling.pages:
+        raise ConfigError("max_pages", max_pages,
+                          f"None or an integer from 1 to {ceiling.pages:,}, the most pages of "
+                          f"{page_size} bytes this store can hold ({ceiling.reason})")
+    return _PageLimit(max_pages, f"WalPager.open was given max_pages={max_pages:,}; open it "
+                                 f"with a larger one (at most {ceiling.pages:,} here)")
+
+
+def _check_max_pages(max_pages: object) -> int:
+    if not isinstance(max_pages, int) or isinstance(max_pages, bool) or max_pages < 1:
+        raise ConfigError("max_pages", max_pages, "None or a positive integer")
+    return max_pages
+
+
+def _process_file_size_limit() -> int | None:
+    """This process's ``RLIMIT_FSIZE`` soft limit in bytes (None: unlimited). A write past it
+    fails with ``EFBIG`` (Python ignores ``SIGXFSZ``, which would otherwise kill the process)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def _check_page_size(page_size: object) -> int:
     if (not isinstance(page_size, int) or isinstance(page_size, bool)
             or not MIN_PAGE_SIZE <= page_size <= MAX_IMAGE_SIZE
@@ -100,13 +155,14 @@ class WalPager:
 
     def __init__(
         self, files: LogFiles, fs: FileSystem, wal: Wal, data_fd: int, page_size: int,
-        page_count: int,
+        page_count: int, *, limit: _PageLimit,
     ) -> None:
         self._files = files
         self._fs = fs
         self._wal = wal
         self._data_fd = data_fd
         self._page_size = page_size
+        self._limit = limit
         config = wal.config
         self._sync = config.fsync is not FsyncMode.OFF
         self._checkpoint_bytes = config.checkpoint_bytes
@@ -139,6 +195,7 @@ class WalPager:
         *,
         fs: FileSystem | None = None,
         skip_corrupt: bool = False,
+        max_pages: int | None = None,
     ) -> WalPager:
         """Open (creating if needed) the page store whose data file is ``path``.
 
@@ -150,8 +207,18 @@ class WalPager:
         if the store is open elsewhere, :class:`CorruptSegmentError` for a corrupt log (with
         ``skip_corrupt=True`` the store continues after the log's valid prefix and the segments
         left out are renamed to ``*.corrupt``, as :meth:`Wal.open` does).
+
+        ``max_pages`` caps the store at pages ``0..max_pages - 1``; by default (and at most) it
+        is the most pages of ``page_size`` bytes the data file can hold: the file system's
+        largest file (found with ``lseek`` on the data file, e.g. 16 TiB - 4 KiB on ext4 with
+        4 KiB blocks), this process's ``RLIMIT_FSIZE``, and the log format's 2**32 page
+        numbers. :meth:`Transaction.write` refuses a page past it (:class:`InvalidPageError`),
+        so no commit is acknowledged that a checkpoint could not write; a larger ``max_pages``
+        raises :class:`ConfigError`.
         """
         page_size = _check_page_size(page_size)
+        if max_pages is not None:
+            _check_max_pages(max_pages)
         files = LogFiles.for_db(path)
         fs = fs or OsFileSystem()
         config = WalConfig.from_env() if config is None else config
@@ -175,10 +242,12 @@ class WalPager:
             wal.close()
             raise
         try:
+            limit = _page_limit(page_size, data_path, file_system_bytes=fs.max_file_size(data_fd),
+                                process_bytes=_process_file_size_limit(), max_pages=max_pages)
             page_count = -(-fs.file_size(data_fd) // page_size)
             if recovery.records.size:
                 page_count = max(page_count, int(recovery.records["page_no"].max()) + 1)
-            pager = cls(files, fs, wal, data_fd, page_size, page_count)
+            pager = cls(files, fs, wal, data_fd, page_size, page_count, limit=limit)
         except BaseException:
             fs.close(data_fd)
             wal.close()
@@ -208,6 +277,12 @@ class WalPager:
         """Pages in the store: one past the highest page number committed or in the data file.
         Pages never written read as zeros."""
         return self._page_count
+
+    @property
+    def max_pages(self) -> int:
+        """The most pages the store may hold: page numbers ``0..max_pages - 1`` can be written
+        (see :meth:`open`)."""
+        return self._limit.pages
 
     @property
     def wal(self) -> Wal:
@@ -432,6 +507,17 @@ class WalPager:
             raise InvalidPageError(f"page_no {page_no} is outside 0..{MAX_PAGE_NO}")
         return page_no
 
+    def _check_writable_page_no(self, page_no: object) -> int:
+        """A page number a transaction may write: one the data file can hold, so that every
+        acknowledged commit can be checkpointed."""
+        page_no = self._check_page_no(page_no)
+        if page_no >= self._limit.pages:
+            raise InvalidPageError(
+                f"{self._files.path(self._files.db_name)}: page {page_no} is past the store's "
+                f"limit of {self._limit.pages:,} pages of {self._page_size} bytes "
+                f"(0..{self._limit.pages - 1:,}): {self._limit.reason}")
+        return page_no
+
     def _check_image(self, page_no: int, data: object) -> bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidPageError(f"page {page_no}: the image must be bytes-like, not "
@@ -482,9 +568,12 @@ class Transaction:
         return image if image is not None else self._pager.read(page_no)
 
     def write(self, page_no: int, data: bytes | bytearray | memoryview) -> None:
-        """Replace ``page_no`` with ``data`` (exactly ``page_size`` bytes) at commit."""
+        """Replace ``page_no`` with ``data`` (exactly ``page_size`` bytes) at commit.
+
+        Raises :class:`InvalidPageError` for a page number past ``pager.max_pages`` (the
+        message names the limit and how to raise it) or a wrong-sized image."""
         self._raise_if_finished()
-        page_no = self._pager._check_page_no(page_no)
+        page_no = self._pager._check_writable_page_no(page_no)
         self._writes[page_no] = self._pager._check_image(page_no, data)
 
     def commit(self, *, durable: bool = True) -> Ticket | None:

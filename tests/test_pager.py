@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import random
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -12,12 +15,15 @@ from pathlib import Path
 import pytest
 from conftest import RecordingFileSystem
 
+import pagewal
 from pagewal import (
     BrokenLogError,
     ClosedError,
+    ConfigError,
     CorruptSegmentError,
     InvalidPageError,
     LogLockedError,
+    OsFileSystem,
     Ticket,
     WalConfig,
     WalPager,
@@ -28,6 +34,7 @@ from pagewal.harness import SimulatedFileSystem, crash_states
 from pagewal.harness._workload import run_writers
 
 PAGE = 4096
+_SOURCE_ROOT = str(Path(pagewal.__file__).resolve().parent.parent)
 FAST = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off")
 DURABLE = WalConfig(lanes=2, epoch_interval_ms=1, fsync="full")
 
@@ -436,6 +443,117 @@ def test_a_sparse_store_spanning_1_gib_works(db_path: Path) -> None:
         assert pager.read(last) == image(last, 1)
         assert pager.read(last // 2) == bytes(PAGE)
         assert pager.read(last + 1000) == bytes(PAGE)  # past the end: a zero page
+
+
+# --------------------------------------------------------------------------- page limits
+
+
+class _SmallFileSystem(RecordingFileSystem):
+    """The real file system, claiming files may grow to at most ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def max_file_size(self, fd: int) -> int:
+        return self.limit
+
+
+def _file_system_limit(directory: Path) -> int:
+    probe = directory / "probe"
+    probe.touch()
+    fd = os.open(probe, os.O_RDONLY)
+    try:
+        return OsFileSystem().max_file_size(fd)
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+@pytest.mark.parametrize("page_size", [4096, 65536])
+def test_a_page_past_the_file_size_limit_is_refused_and_one_at_it_reopens(
+    tmp_path: Path, page_size: int
+) -> None:
+    # ext4 (4 KiB blocks) allows 16 TiB - 4 KiB: page 2**32-1 of 4 KiB, or 2**28-1 of 64 KiB,
+    # would end past it and make every later checkpoint (and open) fail with EFBIG.
+    db = tmp_path / "limit.db"
+    expected = min(2**32, _file_system_limit(tmp_path) // page_size)
+    with WalPager.open(str(db), page_size, FAST) as pager:
+        assert pager.max_pages == expected
+        for page_no in sorted({expected, 2**32 - 1, 2**28 - 1, 2**28}):
+            if page_no < expected:
+                continue
+            tx = pager.transaction()
+            with pytest.raises(InvalidPageError, match=f"page {page_no} "):
+                tx.write(page_no, image(page_no, 1, page_size))
+            assert tx.commit(durable=False) is None  # nothing was staged
+        last = expected - 1
+        commit(pager, {0: image(0, 1, page_size), last: image(last, 1, page_size)})
+    with WalPager.open(str(db), page_size, FAST) as pager:  # the checkpoint wrote the last page
+        assert not segments(db)
+        assert pager.read(last) == image(last, 1, page_size)
+        assert pager.read(0) == image(0, 1, page_size)
+    assert db.stat().st_size == expected * page_size
+
+
+def test_the_file_systems_limit_bounds_the_pages_and_the_error_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "small.db"
+    fs = _SmallFileSystem(limit=(1 << 20) + 100)
+    with WalPager.open(str(db), PAGE, FAST, fs=fs) as pager:
+        assert pager.max_pages == 256
+        commit(pager, {255: image(255, 1)})
+        with pager.transaction() as tx:
+            with pytest.raises(InvalidPageError, match=r"past the store's limit of 256 pages.*"
+                               r"file system holding .* 1,048,676 bytes.*larger pages"):
+                tx.write(256, image(256, 1))
+            tx.write(1, image(1, 1))
+        assert tx.ticket is not None  # the transaction went on without the refused page
+        with pytest.raises(ConfigError, match="max_pages"):
+            WalPager.open(str(tmp_path / "other.db"), PAGE, FAST, fs=_SmallFileSystem(4096),
+                          max_pages=2)
+
+
+def test_max_pages_caps_the_store_and_names_how_to_raise_it(db_path: Path) -> None:
+    with WalPager.open(str(db_path), PAGE, FAST, max_pages=100) as pager:
+        assert pager.max_pages == 100
+        commit(pager, {99: image(99, 1)}, durable=False)
+        tx = pager.transaction()
+        with pytest.raises(InvalidPageError, match=r"page 100 .*max_pages=100.*larger one"):
+            tx.write(100, image(100, 1))
+        tx.rollback()
+    # A smaller cap later: acknowledged pages past it stay readable; new writes are refused.
+    with WalPager.open(str(db_path), PAGE, FAST, max_pages=10) as pager:
+        assert pager.read(99) == image(99, 1)
+        with pytest.raises(InvalidPageError, match="page 10 "):
+            pager.transaction().write(10, image(10, 1))
+    for bad in (0, -1, True, 1.5, "100"):
+        with pytest.raises(ConfigError, match="max_pages"):
+            WalPager.open(str(db_path), PAGE, FAST, max_pages=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"max_pages=4294967297 .*at most|from 1 to"):
+        WalPager.open(str(db_path), PAGE, FAST, max_pages=2**32 + 1)
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:  # nothing above left it locked
+        assert pager.read(99) == image(99, 1)
+
+
+def test_the_process_file_size_limit_bounds_the_pages(tmp_path: Path) -> None:
+    # RLIMIT_FSIZE is per process: set it in a child so this test run is not affected.
+    script = textwrap.dedent("""
+        import resource, sys
+        from pagewal import InvalidPageError, WalConfig, WalPager
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+        with WalPager.open(sys.argv[1], 4096, WalConfig(fsync="off")) as pager:
+            print(pager.max_pages)
+            try:
+                pager.transaction().write(256, bytes(4096))
+            except InvalidPageError as error:
+                print(error)
+        """)
+    completed = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "child.db")], capture_output=True,
+        text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": _SOURCE_ROOT})
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines()[0] == "256"
+    assert "RLIMIT_FSIZE" in completed.stdout and "1,048,576 bytes" in completed.stdout
 
 
 def test_data_file_write_errors_are_reported_with_errno(db_path: Path,
