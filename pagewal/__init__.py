@@ -17,6 +17,7 @@ from ._codec import (
 from ._config import FsyncMode, Mode, WalConfig
 from ._errors import (
     BrokenLogError,
+    CheckpointFailedError,
     ClosedError,
     ConfigError,
     CorruptSegmentError,
@@ -25,6 +26,7 @@ from ._errors import (
     InvalidPageError,
     LogLockedError,
     PagewalError,
+    ReadOnlyError,
 )
 from ._fs import FileSystem, OsFileSystem
 from ._pager import PagerStats, Transaction, WalPager
@@ -38,6 +40,7 @@ __all__ = [
     "MAX_IMAGE_SIZE",
     "BrokenLogError",
     "ChainPosition",
+    "CheckpointFailedError",
     "CheckpointResult",
     "ClosedError",
     "ConfigError",
@@ -54,6 +57,7 @@ __all__ = [
     "OsFileSystem",
     "PagerStats",
     "PagewalError",
+    "ReadOnlyError",
     "Record",
     "RecoveryResult",
     "SegmentHeader",

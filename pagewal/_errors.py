@@ -65,6 +65,21 @@ class BrokenLogError(PagewalError):
     """
 
 
+class CheckpointFailedError(PagewalError):
+    """Opening a page store failed while applying its log to the data file (the file system
+    refused: ``EFBIG``, ``ENOSPC``, ``EIO``, ``EROFS``...; the ``OSError`` is chained).
+
+    Every acknowledged page is still in the log, which the failure left intact. Read them
+    with ``WalPager.open(path, page_size, read_only=True)``; free space or fix what the file
+    system refused, then open the store normally again.
+    """
+
+
+class ReadOnlyError(PagewalError):
+    """The page store was opened with ``read_only=True``: it serves reads only. Open it again
+    without ``read_only`` to write, checkpoint or wait for durability."""
+
+
 class CorruptSegmentError(PagewalError):
     """A segment (or checkpoint) file failed validation: nothing from it was returned.
 

@@ -18,13 +18,16 @@ from conftest import RecordingFileSystem
 import pagewal
 from pagewal import (
     BrokenLogError,
+    CheckpointFailedError,
     ClosedError,
     ConfigError,
     CorruptSegmentError,
     InvalidPageError,
     LogLockedError,
     OsFileSystem,
+    ReadOnlyError,
     Ticket,
+    Wal,
     WalConfig,
     WalPager,
     recover,
@@ -554,6 +557,176 @@ def test_the_process_file_size_limit_bounds_the_pages(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.splitlines()[0] == "256"
     assert "RLIMIT_FSIZE" in completed.stdout and "1,048,576 bytes" in completed.stdout
+
+
+# --------------------------------------------------------------------------- failing checkpoints
+
+
+class _FaultyFileSystem(RecordingFileSystem):
+    """:class:`RecordingFileSystem` whose injected failures carry ``error`` (an errno)."""
+
+    def __init__(self, error: int, limit: int | None = None) -> None:
+        super().__init__()
+        self.error = error
+        self.limit = limit
+
+    def note(self, op: str, path: str) -> None:
+        try:
+            super().note(op, path)
+        except OSError:
+            raise OSError(self.error, f"injected {os.strerror(self.error)} on {op}", path) from None
+
+    def max_file_size(self, fd: int) -> int:
+        return super().max_file_size(fd) if self.limit is None else self.limit
+
+
+_MUTATING = {"open", "open_for_update", "writev", "pwritev", "fsync", "rename", "unlink",
+             "fsync_dir"}
+
+
+def _log_files(db: Path) -> dict[str, bytes]:
+    """Every log file beside ``db`` (segments, checkpoint, leftovers) and its content."""
+    return {p.name: p.read_bytes() for p in sorted(db.parent.iterdir())
+            if p.name.startswith(f"{db.name}-wal-") and not p.name.endswith("-wal-lock")}
+
+
+def _store_with_unapplied_log(db: Path) -> dict[int, bytes]:
+    """A store with a checkpoint and acknowledged commits after it left in the log (as a crash
+    leaves them); returns the pages it holds."""
+    oracle = Oracle()
+    pager = WalPager.open(str(db), PAGE, DURABLE)
+    first = {n: image(n, 1) for n in range(4)}
+    oracle.add(commit(pager, first), first)
+    pager.checkpoint()
+    for version, pages in enumerate(([2, 3, 4, 5], [5, 40], [0]), start=2):
+        written = {n: image(n, version) for n in pages}
+        oracle.add(commit(pager, written), written)
+    pager.wal.close()  # the later commits stay in the log, unapplied
+    pager.close()
+    assert segments(db) and checkpoint_name(db.name) in _log_files(db)
+    return oracle.pages()
+
+
+@pytest.mark.parametrize(("op", "error", "where"), [
+    ("pwritev", errno.ENOSPC, "store.db"),
+    ("pwritev", errno.EFBIG, "store.db"),
+    ("fsync", errno.EIO, "store.db"),
+    ("open", errno.EROFS, "-wal-checkpoint.tmp"),
+    ("rename", errno.EIO, "-wal-checkpoint"),
+])
+def test_a_checkpoint_failing_at_open_is_a_typed_error_and_read_only_serves_every_page(
+    tmp_path: Path, op: str, error: int, where: str
+) -> None:
+    db = tmp_path / "store.db"
+    expected = _store_with_unapplied_log(db)
+    before = _log_files(db)
+    fs = _FaultyFileSystem(error)
+    fs.fail[op] = lambda number, path: path.endswith(where)
+    for _ in range(2):  # the same answer every time, never "reopen to replay"
+        with pytest.raises(CheckpointFailedError, match=r"read_only=True.*open the store again"
+                           ) as info:
+            WalPager.open(str(db), PAGE, DURABLE, fs=fs)
+        assert isinstance(info.value.__cause__, OSError)
+        assert info.value.__cause__.errno == error
+        assert _log_files(db) == before  # no segment deleted, the checkpoint unchanged
+
+    reader_fs = RecordingFileSystem()
+    with WalPager.open(str(db), PAGE, fs=reader_fs, read_only=True) as pager:
+        assert pager.read_only
+        assert pager.page_count == 41
+        assert_store_equals(pager, expected, range(48))
+        with pytest.raises(ReadOnlyError, match="read_only"):
+            pager.transaction()
+        with pytest.raises(ReadOnlyError):
+            pager.checkpoint()
+        with pytest.raises(ReadOnlyError):
+            pager.wait_durable(Ticket(1, 1))
+        with pytest.raises(ReadOnlyError):
+            pager.wal  # noqa: B018
+        assert pager.statistics().wal is None
+    assert not [entry for entry in reader_fs.log if entry[0] in _MUTATING]
+    assert _log_files(db) == before
+
+    with WalPager.open(str(db), PAGE, DURABLE) as pager:  # the fault is gone
+        assert_store_equals(pager, expected, range(48))
+    assert not segments(db)
+    with WalPager.open(str(db), PAGE, DURABLE) as pager:
+        assert_store_equals(pager, expected, range(48))
+
+
+def test_a_checkpoint_failing_after_it_is_recorded_still_leaves_every_page_readable(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "store.db"
+    expected = _store_with_unapplied_log(db)
+    names = _log_files(db).keys()
+    fs = _FaultyFileSystem(errno.EIO)
+    fs.fail["unlink"] = lambda number, path: "-wal-seg-" in path and not path.endswith(".tmp")
+    with pytest.raises(CheckpointFailedError) as info:
+        WalPager.open(str(db), PAGE, DURABLE, fs=fs)
+    assert isinstance(info.value.__cause__, OSError)
+    assert _log_files(db).keys() == names  # the segments are kept; the checkpoint covers them
+    with WalPager.open(str(db), PAGE, read_only=True) as pager:
+        assert_store_equals(pager, expected, range(48))
+    with WalPager.open(str(db), PAGE, DURABLE) as pager:
+        assert_store_equals(pager, expected, range(48))
+    assert not segments(db)
+
+
+def test_a_log_page_past_the_file_size_limit_fails_open_without_writing_it(
+    tmp_path: Path,
+) -> None:
+    # A store written where files may be larger, opened where they may not (another file
+    # system, a lower RLIMIT_FSIZE): nothing is tried that would fail with EFBIG (or SIGXFSZ).
+    db = tmp_path / "store.db"
+    expected = _store_with_unapplied_log(db)
+    before = _log_files(db)
+    fs = _FaultyFileSystem(errno.EIO, limit=40 * PAGE)
+    with pytest.raises(CheckpointFailedError, match=r"page 40 is past .* 40 pages.*file system"
+                       ) as info:
+        WalPager.open(str(db), PAGE, DURABLE, fs=fs)
+    assert isinstance(info.value.__cause__, OSError)
+    assert info.value.__cause__.errno == errno.EFBIG
+    assert "pwritev" not in fs.counts  # the data file was not written
+    assert _log_files(db) == before
+    with WalPager.open(str(db), PAGE, fs=_FaultyFileSystem(errno.EIO, limit=40 * PAGE),
+                       read_only=True) as pager:
+        assert_store_equals(pager, expected, range(48))
+
+
+def test_a_read_only_open_takes_the_lock_and_needs_no_data_file(db_path: Path) -> None:
+    with WalPager.open(str(db_path), PAGE, FAST) as pager, pytest.raises(
+            LogLockedError, match="open elsewhere"):
+        WalPager.open(str(db_path), PAGE, read_only=True)
+    other = db_path.parent / "plain.db"  # a Wal's log: no data file, no checkpoint
+    with Wal.open(str(other), FAST) as wal:
+        wal.commit([(3, image(3, 1)), (7, image(7, 1))])
+    with WalPager.open(str(other), PAGE, read_only=True) as pager:
+        assert pager.read(3) == image(3, 1)
+        assert pager.read(7) == image(7, 1)
+        assert pager.read(5) == bytes(PAGE)
+        assert pager.page_count == 8
+        # While it reads, no writer may change the store.
+        with pytest.raises(LogLockedError):
+            WalPager.open(str(other), PAGE, FAST)
+    assert not other.exists()  # nothing was created
+    with pytest.raises(InvalidPageError, match="4096"):
+        WalPager.open(str(other), 8192, read_only=True)
+    with WalPager.open(str(other), PAGE, FAST) as pager:  # every lock was released
+        assert pager.read(7) == image(7, 1)
+
+
+def test_a_read_only_open_on_a_read_only_file_system_reads_without_the_lock(
+    db_path: Path,
+) -> None:
+    expected = _store_with_unapplied_log(db_path)
+
+    class ReadOnlyFileSystem(RecordingFileSystem):
+        def try_lock(self, path: str) -> int | None:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+    with WalPager.open(str(db_path), PAGE, fs=ReadOnlyFileSystem(), read_only=True) as pager:
+        assert_store_equals(pager, expected, range(48))
 
 
 def test_data_file_write_errors_are_reported_with_errno(db_path: Path,
