@@ -17,6 +17,7 @@ from ._codec import (
 from ._config import FsyncMode, Mode, WalConfig
 from ._errors import (
     BrokenLogError,
+    CheckpointFailedError,
     ClosedError,
     ConfigError,
     CorruptSegmentError,
@@ -27,6 +28,7 @@ from ._errors import (
     InvalidPositionError,
     LogLockedError,
     PagewalError,
+    ReadOnlyError,
 )
 from ._fs import FileSystem, OsFileSystem
 from ._pager import PagerStats, Transaction, WalPager
@@ -40,6 +42,7 @@ __all__ = [
     "MAX_IMAGE_SIZE",
     "BrokenLogError",
     "ChainPosition",
+    "CheckpointFailedError",
     "CheckpointResult",
     "ClosedError",
     "ConfigError",
@@ -58,6 +61,7 @@ __all__ = [
     "OsFileSystem",
     "PagerStats",
     "PagewalError",
+    "ReadOnlyError",
     "Record",
     "RecoveryResult",
     "SegmentHeader",

@@ -145,6 +145,7 @@ def run_demo(
             worker.join()
         elapsed = time.perf_counter() - began
         running = pager.statistics()
+        assert running.wal is not None  # opened for writing
         final = pager.checkpoint()
 
     reopen_began = time.perf_counter()

@@ -38,7 +38,8 @@ class ImageTooLargeError(InvalidCommitError):
 
 
 class InvalidPageError(PagewalError, ValueError):
-    """A pager was handed a page it cannot store: a page number outside 0..2**32-1, an image
+    """A pager was handed a page it cannot store: a page number outside 0..2**32-1 (or, to
+    write, at or past the store's ``max_pages``: the data file could not hold it), an image
     that is not exactly ``page_size`` bytes, or a ``page_size`` the pager does not support (or
     that differs from the one the log was written with). Nothing was staged."""
 
@@ -68,6 +69,21 @@ class BrokenLogError(PagewalError):
     could report lost data as durable. The original ``OSError`` is chained as ``__cause__``.
     Reopen the log (which runs recovery) to continue from the durable prefix.
     """
+
+
+class CheckpointFailedError(PagewalError):
+    """Opening a page store failed while applying its log to the data file (the file system
+    refused: ``EFBIG``, ``ENOSPC``, ``EIO``, ``EROFS``...; the ``OSError`` is chained).
+
+    Every acknowledged page is still in the log, which the failure left intact. Read them
+    with ``WalPager.open(path, page_size, read_only=True)``; free space or fix what the file
+    system refused, then open the store normally again.
+    """
+
+
+class ReadOnlyError(PagewalError):
+    """The page store was opened with ``read_only=True``: it serves reads only. Open it again
+    without ``read_only`` to write, checkpoint or wait for durability."""
 
 
 class CorruptSegmentError(PagewalError):

@@ -33,6 +33,7 @@ except (AttributeError, OSError, ValueError):  # pragma: no cover - non-POSIX
     _IOV_MAX = 1024
 
 Buffer = bytes | bytearray | memoryview
+_MAX_OFFSET = (1 << 63) - 1  # the largest file offset (off_t)
 _MAP_THRESHOLD = 1 << 20
 
 
@@ -51,6 +52,10 @@ class FileSystem(Protocol):
 
     def file_size(self, fd: int) -> int:
         """The size in bytes of the open file ``fd``."""
+
+    def max_file_size(self, fd: int) -> int:
+        """The largest size the file system lets the open file ``fd`` grow to: a write that
+        would end past it fails (``EFBIG``). Not this process's ``RLIMIT_FSIZE``."""
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         """Up to ``size`` bytes at ``offset``; fewer at the end of the file."""
@@ -124,6 +129,31 @@ class OsFileSystem(FileSystem):
 
     def file_size(self, fd: int) -> int:
         return os.fstat(fd).st_size
+
+    def max_file_size(self, fd: int) -> int:
+        # Linux's lseek refuses (EINVAL) an offset past the largest file the file system
+        # allows for this file (its s_maxbytes, the same bound a write is checked against),
+        # and writes nothing: a binary search over about 63 lseeks finds it. pathconf's
+        # _PC_FILESIZEBITS says 64 on ext4, whose limit is 16 TiB - 4 KiB with 4 KiB blocks;
+        # probing with a sparse write would allocate, and fill holes with zeros on file
+        # systems without sparse files. Where lseek checks nothing the limit found is the
+        # largest offset, and a write past the real limit fails when it is made.
+        position = os.lseek(fd, 0, os.SEEK_CUR)
+        try:
+            low, high = 0, _MAX_OFFSET
+            while low < high:
+                middle = (low + high + 1) // 2
+                try:
+                    os.lseek(fd, middle, os.SEEK_SET)
+                except OSError as error:
+                    if error.errno not in (errno.EINVAL, errno.EOVERFLOW):
+                        raise
+                    high = middle - 1
+                else:
+                    low = middle
+            return low
+        finally:
+            os.lseek(fd, position, os.SEEK_SET)
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         return os.pread(fd, size, offset)

@@ -23,7 +23,9 @@ condition writers wait on). The log's own locks are never held while taking ``_s
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import resource
 import threading
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -36,17 +38,22 @@ from ._codec import MAX_IMAGE_SIZE, MAX_PAGE_NO, RECORD_OVERHEAD, ChainPosition
 from ._config import FsyncMode, WalConfig
 from ._errors import (
     BrokenLogError,
+    CheckpointFailedError,
     ClosedError,
+    ConfigError,
     CorruptSegmentError,
     InvalidPageError,
+    LogLockedError,
     PagewalError,
+    ReadOnlyError,
 )
 from ._fs import FileSystem, OsFileSystem
-from ._recovery import LogFiles
+from ._recovery import LogFiles, read_log
 from ._stats import Ticket, WalStats
 from ._wal import Wal
 
 MIN_PAGE_SIZE = 512
+_MAX_FILE_BYTES = (1 << 63) - 1  # the largest file offset
 
 _Image = bytes | memoryview
 
@@ -56,7 +63,8 @@ class PagerStats:
     """A snapshot of a pager's counters (``WalPager.statistics()``); times are in seconds.
 
     ``overlay_bytes`` counts page images held in memory (``overlay_pages * page_size``);
-    writers wait while it exceeds ``overlay_limit_bytes``.
+    writers wait while it exceeds ``overlay_limit_bytes``. ``wal`` is the log's statistics
+    (None for a store opened read-only, which holds the recovered log in the overlay).
     """
 
     page_size: int
@@ -71,7 +79,63 @@ class PagerStats:
     pages_checkpointed: int
     transactions_committed: int
     overlay_waits: int
-    wal: WalStats
+    wal: WalStats | None
+
+
+@attrs.frozen
+class _PageLimit:
+    """How many pages a store may hold (page numbers ``0..pages - 1``), and what sets that:
+    ``reason`` says which limit binds and how to raise it."""
+
+    pages: int
+    reason: str
+
+
+def _file_page_limit(
+    page_size: int, data_path: str, *, file_system_bytes: int, process_bytes: int | None
+) -> _PageLimit:
+    """The most pages the data file can hold: the smallest of the log format's 32-bit page
+    numbers, the largest file the file system allows and this process's ``RLIMIT_FSIZE``.
+
+    A page past it could be committed but never written into the data file: every checkpoint,
+    and so every open, would fail with ``EFBIG``."""
+    limits = [_PageLimit(MAX_PAGE_NO + 1, "page numbers are 32-bit in the log format")]
+    limits.append(_PageLimit(
+        file_system_bytes // page_size,
+        f"the file system holding {data_path} allows files of at most {file_system_bytes:,} "
+        "bytes; use larger pages, or a file system with a larger limit"))
+    if process_bytes is not None:
+        limits.append(_PageLimit(
+            process_bytes // page_size,
+            f"this process's file-size limit (RLIMIT_FSIZE, ulimit -f) is {process_bytes:,} "
+            "bytes; raise it"))
+    return min(limits, key=lambda limit: limit.pages)
+
+
+def _capped(ceiling: _PageLimit, max_pages: int | None, page_size: int) -> _PageLimit:
+    """``ceiling`` lowered to ``max_pages``; :class:`ConfigError` for a ``max_pages`` above it
+    (it could not be honoured)."""
+    if max_pages is None:
+        return ceiling
+    if _check_max_pages(max_pages) > ceiling.pages:
+        raise ConfigError("max_pages", max_pages,
+                          f"None or an integer from 1 to {ceiling.pages:,}, the most pages of "
+                          f"{page_size} bytes this store can hold ({ceiling.reason})")
+    return _PageLimit(max_pages, f"WalPager.open was given max_pages={max_pages:,}; open it "
+                                 f"with a larger one (at most {ceiling.pages:,} here)")
+
+
+def _check_max_pages(max_pages: object) -> int:
+    if not isinstance(max_pages, int) or isinstance(max_pages, bool) or max_pages < 1:
+        raise ConfigError("max_pages", max_pages, "None or a positive integer")
+    return max_pages
+
+
+def _process_file_size_limit() -> int | None:
+    """This process's ``RLIMIT_FSIZE`` soft limit in bytes (None: unlimited). A write past it
+    fails with ``EFBIG`` (Python ignores ``SIGXFSZ``, which would otherwise kill the process)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _check_page_size(page_size: object) -> int:
@@ -99,19 +163,23 @@ class WalPager:
     """
 
     def __init__(
-        self, files: LogFiles, fs: FileSystem, wal: Wal, data_fd: int, page_size: int,
-        page_count: int,
+        self, files: LogFiles, fs: FileSystem, wal: Wal | None, data_fd: int | None,
+        page_size: int, page_count: int, *, limit: _PageLimit, base: ChainPosition,
+        lock: int | None = None,
     ) -> None:
         self._files = files
         self._fs = fs
-        self._wal = wal
-        # The pager's checkpoints record the log's checkpoint and delete its segments; a
-        # Wal.retire() of its own would skip pages the data file does not have yet.
-        wal._refuse_retire(f"{files.path(files.db_name)}: this log belongs to a WalPager, "
-                           "whose checkpoints retire its segments; call pager.checkpoint()")
-        self._data_fd = data_fd
+        self._wal = wal  # None: opened read_only
+        if wal is not None:
+            # The pager's checkpoints record the log's checkpoint and delete its segments; a
+            # Wal.retire() of its own would skip pages the data file does not have yet.
+            wal._refuse_retire(f"{files.path(files.db_name)}: this log belongs to a WalPager, "
+                               "whose checkpoints retire its segments; call pager.checkpoint()")
+        self._data_fd = data_fd  # None: read_only, and there is no data file (reads zeros)
+        self._lock = lock  # read_only: the log's lock, held so no writer changes the store
         self._page_size = page_size
-        config = wal.config
+        self._limit = limit
+        config = wal.config if wal is not None else WalConfig()
         self._sync = config.fsync is not FsyncMode.OFF
         self._checkpoint_bytes = config.checkpoint_bytes
         self._overlay_limit = 2 * config.checkpoint_bytes
@@ -120,7 +188,7 @@ class WalPager:
         # Guarded by _state.
         self._state = threading.Condition(threading.Lock())
         self._overlay: dict[int, tuple[int, _Image]] = {}  # page_no -> (commit_seq, image)
-        self._checkpointed = wal.recovery.base
+        self._checkpointed = base
         self._applied_seq = self._checkpointed.commit_seq  # seqs <= it are in the data file
         self._generation = 0  # bumped when a checkpoint pins pages it is about to rewrite
         self._page_count = page_count
@@ -143,6 +211,8 @@ class WalPager:
         *,
         fs: FileSystem | None = None,
         skip_corrupt: bool = False,
+        max_pages: int | None = None,
+        read_only: bool = False,
     ) -> WalPager:
         """Open (creating if needed) the page store whose data file is ``path``.
 
@@ -155,10 +225,35 @@ class WalPager:
         ``skip_corrupt=True`` the store continues after the log's valid prefix and the segments
         left out are renamed to ``*.corrupt``, as :meth:`Wal.open` does), and
         :class:`ForeignFileError` for a file at one of the log's names that is not the log's own.
+
+        ``max_pages`` caps the store at pages ``0..max_pages - 1``; by default (and at most) it
+        is the most pages of ``page_size`` bytes the data file can hold: the file system's
+        largest file (found with ``lseek`` on the data file, e.g. 16 TiB - 4 KiB on ext4 with
+        4 KiB blocks), this process's ``RLIMIT_FSIZE``, and the log format's 2**32 page
+        numbers. :meth:`Transaction.write` refuses a page past it (:class:`InvalidPageError`),
+        so no commit is acknowledged that a checkpoint could not write; a larger ``max_pages``
+        raises :class:`ConfigError`.
+
+        If the file system refuses the checkpoint at open (``EFBIG``, ``ENOSPC``, ``EIO``,
+        ``EROFS``...), :class:`CheckpointFailedError` is raised with the ``OSError`` chained:
+        the log is left intact and ``read_only=True`` still reads every page.
+
+        ``read_only=True`` writes nothing (but the log's empty lock file, if it is missing): it
+        validates the log as recovery does (with ``skip_corrupt``, keeping the valid prefix;
+        nothing is renamed or removed), and serves reads from the data file overlaid with the
+        recovered log, which it keeps in memory (mapped). It holds the log's lock, so no writer
+        changes the store meanwhile (on a read-only file system, where the lock cannot be taken
+        and nobody can write, it reads without). Transactions, checkpoints and :attr:`wal`
+        raise :class:`ReadOnlyError`.
         """
         page_size = _check_page_size(page_size)
+        if max_pages is not None:
+            _check_max_pages(max_pages)
         files = LogFiles.for_db(path)
         fs = fs or OsFileSystem()
+        if read_only:
+            return cls._open_read_only(files, fs, page_size, skip_corrupt=skip_corrupt,
+                                       max_pages=max_pages)
         config = WalConfig.from_env() if config is None else config
         wal = Wal.open(files.path(files.db_name), config, fs=fs, skip_corrupt=skip_corrupt)
         try:
@@ -180,25 +275,99 @@ class WalPager:
             wal.close()
             raise
         try:
+            ceiling = _file_page_limit(page_size, data_path,
+                                       file_system_bytes=fs.max_file_size(data_fd),
+                                       process_bytes=_process_file_size_limit())
+            limit = _capped(ceiling, max_pages, page_size)
             page_count = -(-fs.file_size(data_fd) // page_size)
             if recovery.records.size:
                 page_count = max(page_count, int(recovery.records["page_no"].max()) + 1)
-            pager = cls(files, fs, wal, data_fd, page_size, page_count)
+            pager = cls(files, fs, wal, data_fd, page_size, page_count, limit=limit,
+                        base=recovery.base)
         except BaseException:
             fs.close(data_fd)
             wal.close()
             raise
         try:
             if recovery.segments:
+                highest = int(recovery.records["page_no"].max(initial=0))
+                if highest >= ceiling.pages:
+                    # Writing it would fail with EFBIG (or kill the process, where SIGXFSZ is
+                    # not ignored): say so without trying.
+                    raise OSError(errno.EFBIG, f"page {highest} is past the data file's limit "
+                                  f"of {ceiling.pages:,} pages: {ceiling.reason}")
                 pager._checkpoint(recovery)  # the recovered commits go into the data file
             wal.release_recovery()  # applied: neither their bytes nor mappings stay alive
-        except BaseException:
+        except BaseException as error:
             with contextlib.suppress(PagewalError):
                 pager.close()
+            cause = error.__cause__ if isinstance(error, BrokenLogError) else error
+            if isinstance(cause, OSError):
+                # Never a loop of "reopen to replay": name the way to the pages.
+                raise CheckpointFailedError(
+                    f"{data_path}: applying the log to the data file at open failed ({cause}); "
+                    "every acknowledged page is still in the log, left intact: read them with "
+                    "WalPager.open(path, page_size, read_only=True); free space or fix what the "
+                    "file system refused, then open the store again") from cause
             raise
         pager._checkpointer = threading.Thread(target=pager._run_checkpointer,
                                                name="pagewal-checkpointer", daemon=True)
         pager._checkpointer.start()
+        return pager
+
+    @classmethod
+    def _open_read_only(
+        cls, files: LogFiles, fs: FileSystem, page_size: int, *, skip_corrupt: bool,
+        max_pages: int | None,
+    ) -> WalPager:
+        """:meth:`open` with ``read_only=True``."""
+        data_path = files.path(files.db_name)
+        try:
+            lock = fs.try_lock(files.lock_path)
+        except OSError as error:
+            if error.errno != errno.EROFS:
+                raise
+            lock = None  # a read-only file system: nobody can change the store
+        else:
+            if lock is None:
+                raise LogLockedError(
+                    f"{data_path}: the store is open elsewhere (lock {files.lock_path} is "
+                    "held); read it through that pager, or close it first")
+        data_fd: int | None = None
+        try:
+            recovery = read_log(data_path, skip_corrupt=skip_corrupt, fs=fs)
+            lengths = sorted(set(recovery.records["image_length"].tolist()) - {page_size})
+            if lengths:
+                raise InvalidPageError(
+                    f"{data_path}: the log holds images of {', '.join(map(str, lengths))} "
+                    f"bytes but page_size={page_size}; open it with the page size it was "
+                    "written with")
+            try:
+                data_fd = fs.open_for_sync(data_path)  # opens it read-only, creates nothing
+            except FileNotFoundError:
+                if recovery.base.commit_seq:
+                    raise CorruptSegmentError(
+                        data_path, 0, f"the checkpoint says commits up to "
+                        f"{recovery.base.commit_seq} are in this data file, but it is missing; "
+                        "restore it") from None
+            file_bytes = _MAX_FILE_BYTES if data_fd is None else fs.max_file_size(data_fd)
+            limit = _capped(_file_page_limit(page_size, data_path, file_system_bytes=file_bytes,
+                                             process_bytes=_process_file_size_limit()),
+                            max_pages, page_size)
+            page_count = 0 if data_fd is None else -(-fs.file_size(data_fd) // page_size)
+            page_nos, commit_seqs, images = recovery.latest_images()
+            if page_nos:
+                page_count = max(page_count, page_nos[-1] + 1)
+            pager = cls(files, fs, None, data_fd, page_size, page_count, limit=limit,
+                        base=recovery.base, lock=lock)
+        except BaseException:
+            if data_fd is not None:
+                fs.close(data_fd)
+            if lock is not None:
+                fs.unlock(lock)
+            raise
+        # The recovered log overlays the data file, as the overlay of a running pager does.
+        pager._overlay = dict(zip(page_nos, zip(commit_seqs, images, strict=True), strict=True))
         return pager
 
     # ------------------------------------------------------------------ properties
@@ -215,9 +384,21 @@ class WalPager:
         return self._page_count
 
     @property
+    def max_pages(self) -> int:
+        """The most pages the store may hold: page numbers ``0..max_pages - 1`` can be written
+        (see :meth:`open`)."""
+        return self._limit.pages
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened with ``read_only=True`` (reads only)."""
+        return self._wal is None
+
+    @property
     def wal(self) -> Wal:
-        """The log underneath (for its statistics and durability waits)."""
-        return self._wal
+        """The log underneath (for its statistics and durability waits); a read-only store
+        has none (:class:`ReadOnlyError`)."""
+        return self._writable_log("has no log open for writing")
 
     def __enter__(self) -> WalPager:
         return self
@@ -246,7 +427,8 @@ class WalPager:
                 generation = self._generation
                 self._readers += 1
             try:
-                data = self._fs.pread(self._data_fd, self._page_size, offset)
+                data = (b"" if self._data_fd is None
+                        else self._fs.pread(self._data_fd, self._page_size, offset))
             finally:
                 with self._state:
                     self._readers -= 1
@@ -262,15 +444,17 @@ class WalPager:
 
         ``txn_id`` is stored with each record of its commit (for tools; 0 = none).
         """
+        self._writable_log("takes no transactions")
         with self._state:
             self._raise_if_unusable()
         return Transaction(self, txn_id)
 
     def wait_durable(self, ticket: Ticket, timeout: float | None = None) -> None:
         """Wait until a transaction committed with ``durable=False`` is durable."""
-        self._wal.wait_durable(ticket, timeout=timeout)
+        self._writable_log("has no commits to wait for").wait_durable(ticket, timeout=timeout)
 
     def _commit(self, writes: Mapping[int, bytes], txn_id: int, durable: bool) -> Ticket:
+        wal = self._writable_log("takes no transactions")
         with self._state:
             # Bounded memory: wait while the overlay is over its limit (a checkpoint runs).
             if self._overlay_bytes() > self._overlay_limit:
@@ -281,9 +465,9 @@ class WalPager:
                     self._state.wait()
             self._raise_if_unusable()
         pages = sorted(writes.items())
-        ticket = self._wal.submit(pages, txn_id=txn_id)
+        ticket = wal.submit(pages, txn_id=txn_id)
         if durable:
-            self._wal.wait_durable(ticket)
+            wal.wait_durable(ticket)
         self._install(ticket.commit_seq, pages)
         return ticket
 
@@ -320,13 +504,14 @@ class WalPager:
     def _checkpoint(self, recovered: RecoveryResult | None = None) -> CheckpointResult:
         """:meth:`checkpoint`; ``recovered`` is what opening the log just read and validated,
         applied as it is instead of being read from the segments again."""
+        wal = self._writable_log("cannot be checkpointed")
         with self._checkpoint_lock:
             with self._state:
                 self._raise_if_unusable()
                 counted = self._log_bytes
-            self._wal.flush()
-            target = self._wal.durable_position
-            self._wal.sync()  # fsync=normal: the segments are fsynced before any is deleted
+            wal.flush()
+            target = wal.durable_position
+            wal.sync()  # fsync=normal: the segments are fsynced before any is deleted
             try:
                 result = self._run_checkpoint(self._fs, target, recovered)
             except (OSError, PagewalError) as error:
@@ -346,6 +531,7 @@ class WalPager:
     def _run_checkpoint(
         self, fs: FileSystem, target: ChainPosition, recovered: RecoveryResult | None
     ) -> CheckpointResult:
+        assert self._data_fd is not None  # only a read-only store has none
         return run_checkpoint(
             self._files, fs, self._data_fd, page_size=self._page_size, base=self._checkpointed,
             target=target, sync=self._sync, before_write=self._pin, on_written=self._unpin,
@@ -405,18 +591,22 @@ class WalPager:
             if self._checkpointer is not None:
                 self._checkpointer.join()
             with self._checkpoint_lock:  # a checkpoint another thread runs finishes first
-                self._wal.close()
+                if self._wal is not None:
+                    self._wal.close()
         finally:
             with self._state:
                 while self._readers:
                     self._state.wait()
-            self._fs.close(self._data_fd)
+            if self._data_fd is not None:
+                self._fs.close(self._data_fd)
+            if self._lock is not None:
+                self._fs.unlock(self._lock)
         if self._broken is not None:
             raise BrokenLogError(self._broken_message()) from self._broken[1]
 
     def statistics(self) -> PagerStats:
         """A snapshot of the counters."""
-        wal_stats = self._wal.statistics()
+        wal_stats = None if self._wal is None else self._wal.statistics()
         with self._state:
             return PagerStats(
                 page_size=self._page_size, page_count=self._page_count,
@@ -437,6 +627,17 @@ class WalPager:
             raise InvalidPageError(f"page_no {page_no} is outside 0..{MAX_PAGE_NO}")
         return page_no
 
+    def _check_writable_page_no(self, page_no: object) -> int:
+        """A page number a transaction may write: one the data file can hold, so that every
+        acknowledged commit can be checkpointed."""
+        page_no = self._check_page_no(page_no)
+        if page_no >= self._limit.pages:
+            raise InvalidPageError(
+                f"{self._files.path(self._files.db_name)}: page {page_no} is past the store's "
+                f"limit of {self._limit.pages:,} pages of {self._page_size} bytes "
+                f"(0..{self._limit.pages - 1:,}): {self._limit.reason}")
+        return page_no
+
     def _check_image(self, page_no: int, data: object) -> bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidPageError(f"page {page_no}: the image must be bytes-like, not "
@@ -446,6 +647,13 @@ class WalPager:
             raise InvalidPageError(f"page {page_no}: the image is {len(image)} bytes; pages of "
                                    f"this store are exactly {self._page_size} bytes")
         return image
+
+    def _writable_log(self, refusal: str) -> Wal:
+        """The log, or :class:`ReadOnlyError` (``refusal`` says what was refused)."""
+        if self._wal is None:
+            raise ReadOnlyError(f"{self._files.path(self._files.db_name)}: opened read_only, the "
+                                f"store {refusal}; open it without read_only to write")
+        return self._wal
 
     def _raise_if_unusable(self) -> None:
         """Call with ``_state`` held."""
@@ -487,9 +695,12 @@ class Transaction:
         return image if image is not None else self._pager.read(page_no)
 
     def write(self, page_no: int, data: bytes | bytearray | memoryview) -> None:
-        """Replace ``page_no`` with ``data`` (exactly ``page_size`` bytes) at commit."""
+        """Replace ``page_no`` with ``data`` (exactly ``page_size`` bytes) at commit.
+
+        Raises :class:`InvalidPageError` for a page number past ``pager.max_pages`` (the
+        message names the limit and how to raise it) or a wrong-sized image."""
         self._raise_if_finished()
-        page_no = self._pager._check_page_no(page_no)
+        page_no = self._pager._check_writable_page_no(page_no)
         self._writes[page_no] = self._pager._check_image(page_no, data)
 
     def commit(self, *, durable: bool = True) -> Ticket | None:

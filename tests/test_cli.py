@@ -590,3 +590,32 @@ def test_crash_test_help_says_the_seed_reproduces_the_workload_not_thread_timing
     text = " ".join(capsys.readouterr().out.split())
     assert "--seed SEED reproduce a run's workload" in text
     assert "Thread timing is not reproduced" in text
+
+
+def test_recover_checkpoint_the_file_system_refuses_prints_the_way_out_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "store.db"
+    with Wal.open(db, WalConfig(lanes=2, fsync="off")) as wal:
+        wal.commit({0: b"a" * 4096})
+        wal.commit({300: b"z" * 4096})  # ends past 1 MiB
+    segments = sorted(n for n in os.listdir(tmp_path) if "-wal-seg-" in n)
+    # A process whose RLIMIT_FSIZE (1 MiB) the data file would exceed: set in a child.
+    script = ("import resource, sys\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))\n"
+              "from pagewal._cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    source_root = str(Path(cli.__file__).resolve().parent.parent)
+    completed = subprocess.run(
+        [sys.executable, "-c", script, "recover", str(db), "--checkpoint"], capture_output=True,
+        text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": source_root, "PAGEWAL_FSYNC": "off"})
+    assert completed.returncode == 1, completed.stderr
+    assert completed.stderr.count("\n") == 1
+    assert completed.stderr.startswith("pagewal: error: ")
+    for words in ("page 300", "RLIMIT_FSIZE", "read_only=True", "then open the store again"):
+        assert words in completed.stderr
+    assert sorted(n for n in os.listdir(tmp_path) if "-wal-seg-" in n) == segments
+    assert main(["recover", str(db), "--checkpoint"]) == 0  # here the file may grow
+    assert "checkpointed 2 pages of 4096 bytes" in capsys.readouterr().out
+    assert db.read_bytes()[300 * 4096 :] == b"z" * 4096

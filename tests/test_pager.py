@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import random
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -12,13 +15,19 @@ from pathlib import Path
 import pytest
 from conftest import RecordingFileSystem
 
+import pagewal
 from pagewal import (
     BrokenLogError,
+    CheckpointFailedError,
     ClosedError,
+    ConfigError,
     CorruptSegmentError,
     InvalidPageError,
     LogLockedError,
+    OsFileSystem,
+    ReadOnlyError,
     Ticket,
+    Wal,
     WalConfig,
     WalPager,
     recover,
@@ -28,6 +37,7 @@ from pagewal.harness import SimulatedFileSystem, crash_states
 from pagewal.harness._workload import run_writers
 
 PAGE = 4096
+_SOURCE_ROOT = str(Path(pagewal.__file__).resolve().parent.parent)
 FAST = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off")
 DURABLE = WalConfig(lanes=2, epoch_interval_ms=1, fsync="full")
 
@@ -436,6 +446,287 @@ def test_a_sparse_store_spanning_1_gib_works(db_path: Path) -> None:
         assert pager.read(last) == image(last, 1)
         assert pager.read(last // 2) == bytes(PAGE)
         assert pager.read(last + 1000) == bytes(PAGE)  # past the end: a zero page
+
+
+# --------------------------------------------------------------------------- page limits
+
+
+class _SmallFileSystem(RecordingFileSystem):
+    """The real file system, claiming files may grow to at most ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def max_file_size(self, fd: int) -> int:
+        return self.limit
+
+
+def _file_system_limit(directory: Path) -> int:
+    probe = directory / "probe"
+    probe.touch()
+    fd = os.open(probe, os.O_RDONLY)
+    try:
+        return OsFileSystem().max_file_size(fd)
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+@pytest.mark.parametrize("page_size", [4096, 65536])
+def test_a_page_past_the_file_size_limit_is_refused_and_one_at_it_reopens(
+    tmp_path: Path, page_size: int
+) -> None:
+    # ext4 (4 KiB blocks) allows 16 TiB - 4 KiB: page 2**32-1 of 4 KiB, or 2**28-1 of 64 KiB,
+    # would end past it and make every later checkpoint (and open) fail with EFBIG.
+    db = tmp_path / "limit.db"
+    expected = min(2**32, _file_system_limit(tmp_path) // page_size)
+    with WalPager.open(str(db), page_size, FAST) as pager:
+        assert pager.max_pages == expected
+        for page_no in sorted({expected, 2**32 - 1, 2**28 - 1, 2**28}):
+            if page_no < expected:
+                continue
+            tx = pager.transaction()
+            with pytest.raises(InvalidPageError, match=f"page {page_no} "):
+                tx.write(page_no, image(page_no, 1, page_size))
+            assert tx.commit(durable=False) is None  # nothing was staged
+        last = expected - 1
+        commit(pager, {0: image(0, 1, page_size), last: image(last, 1, page_size)})
+    with WalPager.open(str(db), page_size, FAST) as pager:  # the checkpoint wrote the last page
+        assert not segments(db)
+        assert pager.read(last) == image(last, 1, page_size)
+        assert pager.read(0) == image(0, 1, page_size)
+    assert db.stat().st_size == expected * page_size
+
+
+def test_the_file_systems_limit_bounds_the_pages_and_the_error_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "small.db"
+    fs = _SmallFileSystem(limit=(1 << 20) + 100)
+    with WalPager.open(str(db), PAGE, FAST, fs=fs) as pager:
+        assert pager.max_pages == 256
+        commit(pager, {255: image(255, 1)})
+        with pager.transaction() as tx:
+            with pytest.raises(InvalidPageError, match=r"past the store's limit of 256 pages.*"
+                               r"file system holding .* 1,048,676 bytes.*larger pages"):
+                tx.write(256, image(256, 1))
+            tx.write(1, image(1, 1))
+        assert tx.ticket is not None  # the transaction went on without the refused page
+        with pytest.raises(ConfigError, match="max_pages"):
+            WalPager.open(str(tmp_path / "other.db"), PAGE, FAST, fs=_SmallFileSystem(4096),
+                          max_pages=2)
+
+
+def test_max_pages_caps_the_store_and_names_how_to_raise_it(db_path: Path) -> None:
+    with WalPager.open(str(db_path), PAGE, FAST, max_pages=100) as pager:
+        assert pager.max_pages == 100
+        commit(pager, {99: image(99, 1)}, durable=False)
+        tx = pager.transaction()
+        with pytest.raises(InvalidPageError, match=r"page 100 .*max_pages=100.*larger one"):
+            tx.write(100, image(100, 1))
+        tx.rollback()
+    # A smaller cap later: acknowledged pages past it stay readable; new writes are refused.
+    with WalPager.open(str(db_path), PAGE, FAST, max_pages=10) as pager:
+        assert pager.read(99) == image(99, 1)
+        with pytest.raises(InvalidPageError, match="page 10 "):
+            pager.transaction().write(10, image(10, 1))
+    for bad in (0, -1, True, 1.5, "100"):
+        with pytest.raises(ConfigError, match="max_pages"):
+            WalPager.open(str(db_path), PAGE, FAST, max_pages=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"max_pages=4294967297 .*at most|from 1 to"):
+        WalPager.open(str(db_path), PAGE, FAST, max_pages=2**32 + 1)
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:  # nothing above left it locked
+        assert pager.read(99) == image(99, 1)
+
+
+def test_the_process_file_size_limit_bounds_the_pages(tmp_path: Path) -> None:
+    # RLIMIT_FSIZE is per process: set it in a child so this test run is not affected.
+    script = textwrap.dedent("""
+        import resource, sys
+        from pagewal import InvalidPageError, WalConfig, WalPager
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+        with WalPager.open(sys.argv[1], 4096, WalConfig(fsync="off")) as pager:
+            print(pager.max_pages)
+            try:
+                pager.transaction().write(256, bytes(4096))
+            except InvalidPageError as error:
+                print(error)
+        """)
+    completed = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "child.db")], capture_output=True,
+        text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": _SOURCE_ROOT})
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines()[0] == "256"
+    assert "RLIMIT_FSIZE" in completed.stdout and "1,048,576 bytes" in completed.stdout
+
+
+# --------------------------------------------------------------------------- failing checkpoints
+
+
+class _FaultyFileSystem(RecordingFileSystem):
+    """:class:`RecordingFileSystem` whose injected failures carry ``error`` (an errno)."""
+
+    def __init__(self, error: int, limit: int | None = None) -> None:
+        super().__init__()
+        self.error = error
+        self.limit = limit
+
+    def note(self, op: str, path: str) -> None:
+        try:
+            super().note(op, path)
+        except OSError:
+            raise OSError(self.error, f"injected {os.strerror(self.error)} on {op}", path) from None
+
+    def max_file_size(self, fd: int) -> int:
+        return super().max_file_size(fd) if self.limit is None else self.limit
+
+
+_MUTATING = {"open", "open_for_update", "writev", "pwritev", "fsync", "rename", "unlink",
+             "fsync_dir"}
+
+
+def _log_files(db: Path) -> dict[str, bytes]:
+    """Every log file beside ``db`` (segments, checkpoint, leftovers) and its content."""
+    return {p.name: p.read_bytes() for p in sorted(db.parent.iterdir())
+            if p.name.startswith(f"{db.name}-wal-") and not p.name.endswith("-wal-lock")}
+
+
+def _store_with_unapplied_log(db: Path) -> dict[int, bytes]:
+    """A store with a checkpoint and acknowledged commits after it left in the log (as a crash
+    leaves them); returns the pages it holds."""
+    oracle = Oracle()
+    pager = WalPager.open(str(db), PAGE, DURABLE)
+    first = {n: image(n, 1) for n in range(4)}
+    oracle.add(commit(pager, first), first)
+    pager.checkpoint()
+    for version, pages in enumerate(([2, 3, 4, 5], [5, 40], [0]), start=2):
+        written = {n: image(n, version) for n in pages}
+        oracle.add(commit(pager, written), written)
+    pager.wal.close()  # the later commits stay in the log, unapplied
+    pager.close()
+    assert segments(db) and checkpoint_name(db.name) in _log_files(db)
+    return oracle.pages()
+
+
+@pytest.mark.parametrize(("op", "error", "where"), [
+    ("pwritev", errno.ENOSPC, "store.db"),
+    ("pwritev", errno.EFBIG, "store.db"),
+    ("fsync", errno.EIO, "store.db"),
+    ("open", errno.EROFS, "-wal-checkpoint.tmp"),
+    ("rename", errno.EIO, "-wal-checkpoint"),
+])
+def test_a_checkpoint_failing_at_open_is_a_typed_error_and_read_only_serves_every_page(
+    tmp_path: Path, op: str, error: int, where: str
+) -> None:
+    db = tmp_path / "store.db"
+    expected = _store_with_unapplied_log(db)
+    before = _log_files(db)
+    fs = _FaultyFileSystem(error)
+    fs.fail[op] = lambda number, path: path.endswith(where)
+    for _ in range(2):  # the same answer every time, never "reopen to replay"
+        with pytest.raises(CheckpointFailedError, match=r"read_only=True.*open the store again"
+                           ) as info:
+            WalPager.open(str(db), PAGE, DURABLE, fs=fs)
+        assert isinstance(info.value.__cause__, OSError)
+        assert info.value.__cause__.errno == error
+        assert _log_files(db) == before  # no segment deleted, the checkpoint unchanged
+
+    reader_fs = RecordingFileSystem()
+    with WalPager.open(str(db), PAGE, fs=reader_fs, read_only=True) as pager:
+        assert pager.read_only
+        assert pager.page_count == 41
+        assert_store_equals(pager, expected, range(48))
+        with pytest.raises(ReadOnlyError, match="read_only"):
+            pager.transaction()
+        with pytest.raises(ReadOnlyError):
+            pager.checkpoint()
+        with pytest.raises(ReadOnlyError):
+            pager.wait_durable(Ticket(1, 1))
+        with pytest.raises(ReadOnlyError):
+            pager.wal  # noqa: B018
+        assert pager.statistics().wal is None
+    assert not [entry for entry in reader_fs.log if entry[0] in _MUTATING]
+    assert _log_files(db) == before
+
+    with WalPager.open(str(db), PAGE, DURABLE) as pager:  # the fault is gone
+        assert_store_equals(pager, expected, range(48))
+    assert not segments(db)
+    with WalPager.open(str(db), PAGE, DURABLE) as pager:
+        assert_store_equals(pager, expected, range(48))
+
+
+def test_a_checkpoint_failing_after_it_is_recorded_still_leaves_every_page_readable(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "store.db"
+    expected = _store_with_unapplied_log(db)
+    names = _log_files(db).keys()
+    fs = _FaultyFileSystem(errno.EIO)
+    fs.fail["unlink"] = lambda number, path: "-wal-seg-" in path and not path.endswith(".tmp")
+    with pytest.raises(CheckpointFailedError) as info:
+        WalPager.open(str(db), PAGE, DURABLE, fs=fs)
+    assert isinstance(info.value.__cause__, OSError)
+    assert _log_files(db).keys() == names  # the segments are kept; the checkpoint covers them
+    with WalPager.open(str(db), PAGE, read_only=True) as pager:
+        assert_store_equals(pager, expected, range(48))
+    with WalPager.open(str(db), PAGE, DURABLE) as pager:
+        assert_store_equals(pager, expected, range(48))
+    assert not segments(db)
+
+
+def test_a_log_page_past_the_file_size_limit_fails_open_without_writing_it(
+    tmp_path: Path,
+) -> None:
+    # A store written where files may be larger, opened where they may not (another file
+    # system, a lower RLIMIT_FSIZE): nothing is tried that would fail with EFBIG (or SIGXFSZ).
+    db = tmp_path / "store.db"
+    expected = _store_with_unapplied_log(db)
+    before = _log_files(db)
+    fs = _FaultyFileSystem(errno.EIO, limit=40 * PAGE)
+    with pytest.raises(CheckpointFailedError, match=r"page 40 is past .* 40 pages.*file system"
+                       ) as info:
+        WalPager.open(str(db), PAGE, DURABLE, fs=fs)
+    assert isinstance(info.value.__cause__, OSError)
+    assert info.value.__cause__.errno == errno.EFBIG
+    assert "pwritev" not in fs.counts  # the data file was not written
+    assert _log_files(db) == before
+    with WalPager.open(str(db), PAGE, fs=_FaultyFileSystem(errno.EIO, limit=40 * PAGE),
+                       read_only=True) as pager:
+        assert_store_equals(pager, expected, range(48))
+
+
+def test_a_read_only_open_takes_the_lock_and_needs_no_data_file(db_path: Path) -> None:
+    with WalPager.open(str(db_path), PAGE, FAST) as pager, pytest.raises(
+            LogLockedError, match="open elsewhere"):
+        WalPager.open(str(db_path), PAGE, read_only=True)
+    other = db_path.parent / "plain.db"  # a Wal's log: no data file, no checkpoint
+    with Wal.open(str(other), FAST) as wal:
+        wal.commit([(3, image(3, 1)), (7, image(7, 1))])
+    with WalPager.open(str(other), PAGE, read_only=True) as pager:
+        assert pager.read(3) == image(3, 1)
+        assert pager.read(7) == image(7, 1)
+        assert pager.read(5) == bytes(PAGE)
+        assert pager.page_count == 8
+        # While it reads, no writer may change the store.
+        with pytest.raises(LogLockedError):
+            WalPager.open(str(other), PAGE, FAST)
+    assert not other.exists()  # nothing was created
+    with pytest.raises(InvalidPageError, match="4096"):
+        WalPager.open(str(other), 8192, read_only=True)
+    with WalPager.open(str(other), PAGE, FAST) as pager:  # every lock was released
+        assert pager.read(7) == image(7, 1)
+
+
+def test_a_read_only_open_on_a_read_only_file_system_reads_without_the_lock(
+    db_path: Path,
+) -> None:
+    expected = _store_with_unapplied_log(db_path)
+
+    class ReadOnlyFileSystem(RecordingFileSystem):
+        def try_lock(self, path: str) -> int | None:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+    with WalPager.open(str(db_path), PAGE, fs=ReadOnlyFileSystem(), read_only=True) as pager:
+        assert_store_equals(pager, expected, range(48))
 
 
 def test_data_file_write_errors_are_reported_with_errno(db_path: Path,

@@ -274,6 +274,8 @@ class SimulatedFileSystem(FileSystem):
         self._next_fd = itertools.count(1000)
         self._locks: set[str] = set()
         self.before_op: Callable[[int], None] | None = None
+        self.file_size_limit = (1 << 63) - 1
+        """What :meth:`max_file_size` reports for every file (the file system's limit)."""
 
     # ---------------------------------------------------------------- harness side
 
@@ -322,6 +324,9 @@ class SimulatedFileSystem(FileSystem):
     def file_size(self, fd: int) -> int:
         with self._lock:
             return self.model.size(self._fds[fd][0])
+
+    def max_file_size(self, fd: int) -> int:
+        return self.file_size_limit
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         with self._lock:
