@@ -20,13 +20,14 @@ from ._errors import (
     ClosedError,
     ConfigError,
     CorruptSegmentError,
+    ForeignFileError,
     ImageTooLargeError,
     InvalidCommitError,
     InvalidPageError,
     LogLockedError,
     PagewalError,
 )
-from ._fs import FileSystem, OsFileSystem
+from ._fs import FileMode, FileSystem, OsFileSystem
 from ._pager import PagerStats, Transaction, WalPager
 from ._recovery import recover
 from ._stats import FallbackReason, Ticket, WalStats
@@ -44,7 +45,9 @@ __all__ = [
     "CorruptSegmentError",
     "DecodedSegment",
     "FallbackReason",
+    "FileMode",
     "FileSystem",
+    "ForeignFileError",
     "FsyncMode",
     "ImageTooLargeError",
     "InvalidCommitError",

@@ -7,6 +7,8 @@ against bad values keeps working.
 
 from __future__ import annotations
 
+import errno
+
 
 class PagewalError(Exception):
     """Base class of every error pagewal raises on purpose."""
@@ -52,6 +54,32 @@ class LogLockedError(PagewalError):
 
     Two writers on one log would overwrite each other's segments; close the other one first.
     """
+
+
+class ForeignFileError(PagewalError, OSError):
+    """Something that is not the log's own is at a name pagewal must create or open.
+
+    A symbolic link, a directory or other non-regular file, or a file already at the name of a
+    temporary file pagewal creates (a segment's or the checkpoint's ``.tmp``), its lock file or
+    a pager's data file. pagewal never follows, truncates or writes through it: ``path`` names
+    it and ``reason`` says what is there. Check what it is and who put it there, remove it, and
+    open the log again. Also an ``OSError`` (``errno`` EEXIST, ELOOP or EISDIR...); while a log
+    runs it breaks the log, so waiters get :class:`BrokenLogError` with this error chained.
+    """
+
+    def __init__(self, path: str, reason: str, code: int = errno.EEXIST) -> None:
+        self.path = path
+        self.reason = reason
+        self.message = (f"{path}: {reason}: it is not the log's own file, so pagewal neither "
+                        "follows nor replaces it; remove it (after checking what it is) and "
+                        "open the log again")
+        super().__init__(code, self.message, path)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[ForeignFileError], tuple[str, str, int]]:
+        return type(self), (self.path, self.reason, self.errno or errno.EEXIST)
 
 
 class BrokenLogError(PagewalError):

@@ -149,11 +149,15 @@ class WalPager:
         ``page_size`` that is unsupported or differs from the log's, :class:`LogLockedError`
         if the store is open elsewhere, :class:`CorruptSegmentError` for a corrupt log (with
         ``skip_corrupt=True`` the store continues after the log's valid prefix and the segments
-        left out are renamed to ``*.corrupt``, as :meth:`Wal.open` does).
+        left out are renamed to ``*.corrupt``, as :meth:`Wal.open` does). Symbolic links in
+        ``path`` are resolved once, as :meth:`Wal.open` does; a new data file gets
+        :data:`DEFAULT_FILE_MODE` less the umask, and log files created later the data file's
+        permissions. :class:`ForeignFileError`: a symbolic link or non-regular file appeared
+        at the data file's real name.
         """
         page_size = _check_page_size(page_size)
-        files = LogFiles.for_db(path)
         fs = fs or OsFileSystem()
+        files = LogFiles.for_db(path, fs)
         config = WalConfig.from_env() if config is None else config
         wal = Wal.open(files.path(files.db_name), config, fs=fs, skip_corrupt=skip_corrupt)
         try:

@@ -174,7 +174,8 @@ class Wal:
         self._close_lock = threading.Lock()  # guards _close_started and _lock (None once closed)
         self._close_started = False
         self._precreator = TempFilePrecreator(
-            fs, lambda epoch: files.segment_path(epoch) + TEMP_SUFFIX, self._open_epoch)
+            fs, lambda epoch: files.segment_path(epoch) + TEMP_SUFFIX, self._open_epoch,
+            mode=files.file_mode)
         self._ticker: threading.Thread | None = None
         self._ticker_done = threading.Event()  # set when a caller-run ticker loop returns
         if start_ticker:
@@ -198,20 +199,24 @@ class Wal:
     ) -> Wal:
         """Recover the log of ``db_path`` and open it for new commits after the durable ones.
 
-        The log files live beside ``db_path`` (which need not exist). ``config`` defaults to
-        ``WalConfig.from_env()``. Recovery results are in :attr:`recovery`. A corrupt segment
-        raises :class:`CorruptSegmentError`; with ``skip_corrupt=True`` the log continues after
-        the valid prefix and the skipped segments are renamed to ``*.corrupt``.
+        The log files live beside ``db_path`` (which need not exist; symbolic links in it are
+        resolved once, here, so the log lies beside the database file itself) and take its
+        permission bits (:class:`FileMode`). ``config`` defaults to ``WalConfig.from_env()``.
+        Something that is not the log's own at one of the log's names (a symbolic link, a
+        directory) raises :class:`ForeignFileError`. Recovery results are in
+        :attr:`recovery`. A corrupt segment raises :class:`CorruptSegmentError`; with
+        ``skip_corrupt=True`` the log continues after the valid prefix and the skipped
+        segments are renamed to ``*.corrupt``.
 
         ``start_ticker=False`` is for event-loop adapters such as ``pagewal.trio``: the log
         starts no ticker thread, and the caller must run :meth:`run_ticker` in a thread it owns
         until :meth:`close` returns. Until then epochs are sealed only by committers leading
         their own epoch, so commits may wait indefinitely.
         """
-        files = LogFiles.for_db(db_path)
-        config = WalConfig.from_env() if config is None else config
         fs = fs or OsFileSystem()
-        lock = fs.try_lock(files.lock_path)
+        files = LogFiles.for_db(db_path, fs)
+        config = WalConfig.from_env() if config is None else config
+        lock = fs.try_lock(files.lock_path, files.file_mode)
         if lock is None:
             raise LogLockedError(
                 f"{files.path(files.db_name)}: the log is already open (lock {files.lock_path} "
@@ -788,7 +793,7 @@ class Wal:
         return publish_atomically(self._fs, self._files.directory, name, buffers,
                                   sync=self._config.fsync is FsyncMode.FULL,
                                   fd=self._precreator.take(sealed.epoch),
-                                  close=self._precreator.retire)
+                                  close=self._precreator.retire, mode=self._files.file_mode)
 
     def _shadow_compare(self, sealed: _SealedEpoch) -> tuple[memoryview, int] | None:
         """Encode the epoch again on the serialized path and compare the two semantically.

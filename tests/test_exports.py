@@ -68,7 +68,8 @@ def test_every_public_method_and_property_has_a_docstring() -> None:
 def test_errors_form_one_hierarchy() -> None:
     errors = [pagewal.BrokenLogError, pagewal.ClosedError, pagewal.ConfigError,
               pagewal.CorruptSegmentError, pagewal.ImageTooLargeError,
-              pagewal.InvalidCommitError, pagewal.InvalidPageError, pagewal.LogLockedError]
+              pagewal.InvalidCommitError, pagewal.InvalidPageError, pagewal.LogLockedError,
+              pagewal.ForeignFileError]
     assert all(issubclass(e, pagewal.PagewalError) for e in errors)
     assert issubclass(pagewal.ImageTooLargeError, ValueError)
     assert issubclass(pagewal.ConfigError, ValueError)

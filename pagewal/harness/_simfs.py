@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import attrs
 
-from .._fs import FileSystem
+from .._errors import ForeignFileError
+from .._fs import FileMode, FileSystem
 
 SECTOR = 512
 
@@ -249,6 +250,10 @@ def _apply_dir_op(entries: dict[str, int], op: _DirOp) -> None:
 class SimulatedFileSystem(FileSystem):
     """An in-memory :class:`pagewal.FileSystem` that logs operations and injects faults.
 
+    It has no symbolic links and keeps no permission bits (``mode`` arguments are accepted and
+    ignored; every file reports mode 0o644), but it refuses, as the real one does, to create a
+    temporary file where something already is (:class:`pagewal.ForeignFileError`).
+
     ``files`` is the initial (durable) content, ``{path: bytes}``; or ``model`` carries on
     from another file system's state (see :meth:`process_crash`). ``ops`` is the log of
     mutating operations. ``before_op``, if set, is called with the op count before each
@@ -294,9 +299,12 @@ class SimulatedFileSystem(FileSystem):
 
     # ---------------------------------------------------------------- FileSystem
 
-    def open_for_write(self, path: str) -> int:
+    def open_for_write(self, path: str, mode: FileMode | None = None) -> int:
         with self._lock:
             self._maybe_fail("open_for_write", path)
+            if path in self.model.current:  # O_EXCL
+                raise ForeignFileError(path, "a file (left over, or put there by someone else) "
+                                       "is already there")
             self._log(Op("create", path))
             fd = next(self._next_fd)
             self._fds[fd] = (path, 0)
@@ -382,7 +390,7 @@ class SimulatedFileSystem(FileSystem):
         with self._lock:
             return self.model.read(path)
 
-    def try_lock(self, path: str) -> int | None:
+    def try_lock(self, path: str, mode: FileMode | None = None) -> int | None:
         with self._lock:
             if path in self._locks:
                 return None
@@ -395,6 +403,13 @@ class SimulatedFileSystem(FileSystem):
         with self._lock:
             path, _ = self._fds.pop(handle)
             self._locks.discard(path)
+
+    def real_path(self, path: str) -> str:
+        return path  # no symbolic links here
+
+    def file_mode(self, path: str) -> FileMode | None:
+        with self._lock:
+            return FileMode(0o644) if path in self.model.current else None
 
     # ---------------------------------------------------------------- internals
 
