@@ -32,7 +32,7 @@ from typing import Protocol
 import attrs
 
 from ._codec import TEMP_SUFFIX
-from ._errors import ForeignFileError
+from ._errors import ForeignFileError, LogLockedError
 
 try:
     _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
@@ -46,6 +46,9 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 DEFAULT_FILE_MODE = 0o644
 """The permission bits of a file pagewal creates when there is no database file to copy them
 from (a plain :class:`Wal` log, or a pager's new data file); the umask applies."""
+LOCK_ATTEMPTS = 10
+"""How often :meth:`OsFileSystem.try_lock` locks again when the lock file was deleted or replaced
+between opening and locking it (another process removing it) before giving up."""
 
 
 @attrs.frozen
@@ -120,7 +123,13 @@ class FileSystem(Protocol):
     def try_lock(self, path: str, mode: FileMode | None = None) -> int | None:
         """Take an exclusive lock on ``path`` (created with ``mode`` if needed, as
         :meth:`open_for_write` does): a handle, or None if held. A symbolic link or a
-        non-regular file at ``path`` raises :class:`ForeignFileError`."""
+        non-regular file at ``path`` raises :class:`ForeignFileError`; the handle returned
+        locks the file ``path`` names when it returns (:meth:`check_lock` holds)."""
+
+    def check_lock(self, handle: int, path: str) -> None:
+        """Raise ``OSError`` unless ``path`` still names the file the lock ``handle`` holds:
+        ``FileNotFoundError`` if it was deleted, ``OSError`` (ESTALE) if it was replaced. Then
+        another process may take the log's lock while this one still writes."""
 
     def unlock(self, handle: int) -> None:
         """Release a lock :meth:`try_lock` took."""
@@ -239,22 +248,48 @@ class OsFileSystem(FileSystem):
             return memoryview(mmap.mmap(file.fileno(), size, prot=mmap.PROT_READ))
 
     def try_lock(self, path: str, mode: FileMode | None = None) -> int | None:
-        fd = _open_regular(path, os.O_RDWR | os.O_CREAT,
-                           DEFAULT_FILE_MODE if mode is None else mode.bits)
+        for _ in range(LOCK_ATTEMPTS):
+            fd = _open_regular(path, os.O_RDWR | os.O_CREAT,
+                               DEFAULT_FILE_MODE if mode is None else mode.bits)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                # Another process may have unlinked (or replaced) the file between our open and
+                # our flock, and locked the new one: our lock would then exclude nobody.
+                self.check_lock(fd, path)
+            except OSError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                _give_mode(fd, mode)  # the lock file is ours now: bring it to the db's mode
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        raise LogLockedError(
+            f"{path}: the lock file was deleted or replaced {LOCK_ATTEMPTS} times while it was "
+            "being locked; another process keeps removing it: stop that process, then open "
+            "the log again")
+
+    def check_lock(self, handle: int, path: str) -> None:
+        locked = os.fstat(handle)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            _give_mode(fd, mode)  # the lock file is ours now: bring it to the db's mode
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+            named = os.lstat(path)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                errno.ENOENT, "the lock file was deleted while the log held it", path) from error
+        if (named.st_dev, named.st_ino) != (locked.st_dev, locked.st_ino):
+            raise OSError(errno.ESTALE, "the lock file was replaced by another file while the "
+                          "log held it", path)
 
     def unlock(self, handle: int) -> None:
         os.close(handle)  # closing the descriptor releases the flock

@@ -65,6 +65,10 @@ from ._stats import FallbackReason, Ticket, WalStats
 _QUIET_SECONDS = 0.0002
 """Seal early once nobody has staged for this long and someone waits (adaptive sealing)."""
 
+LOCK_CHECK_SECONDS = 1.0
+"""How often (by the log's clock) the ticker checks that ``<db>-wal-lock`` still names the file
+the log has locked; an idle ticker wakes this often to do it. Off the commit path."""
+
 _OPEN_LOGS: weakref.WeakSet[Wal] = weakref.WeakSet()
 
 
@@ -147,6 +151,7 @@ class Wal:
         # Who runs the ticker loop: "thread" (our own), "caller" (run_ticker) or "close" (no
         # ticker had started when close() began, so close ran the last seal itself).
         self._ticker_runner: str | None = "thread" if start_ticker else None
+        self._next_lock_check = clock() + LOCK_CHECK_SECONDS
         self._last_submit_at = 0.0  # written racily by submitters; a heuristic only
         self._first_submit_at = 0.0
 
@@ -685,13 +690,16 @@ class Wal:
             while True:
                 if self._stop:
                     return True
+                check_in = self._check_lock_when_due()
+                if self._broken is not None:
+                    return False  # the lock is lost: nothing more is published
                 staged = self._next_seq - self._epoch_first_seq
                 if staged == 0:
                     self._seal_requested = False
                     sync_in = self._sync_delay()
                     if sync_in == 0.0:
                         return False
-                    self._ticker_cv.wait(sync_in)
+                    self._ticker_cv.wait(check_in if sync_in is None else min(sync_in, check_in))
                     continue
                 if self._seal_requested or self._open_waiters >= staged:
                     self._seal_requested = False
@@ -704,7 +712,31 @@ class Wal:
                 remaining = due - self._clock()
                 if remaining <= 0:
                     return False
-                self._ticker_cv.wait(remaining)
+                self._ticker_cv.wait(min(remaining, check_in))
+
+    def _check_lock_when_due(self) -> float:
+        """Every :data:`LOCK_CHECK_SECONDS`, check that the lock file still names the file this
+        log locked: if another process (or an operator) deleted or replaced it, a second
+        ``Wal.open`` could take the "lock" and write the same segment names as this log. Then
+        the log breaks (:class:`BrokenLogError`, naming the lock file): nothing later is
+        acknowledged. Returns the seconds until the next check. Called by the ticker with
+        ``_ticker_cv`` held (two ``stat`` calls a second, never on a committer's path)."""
+        now = self._clock()
+        if now < self._next_lock_check:
+            return self._next_lock_check - now
+        self._next_lock_check = now + LOCK_CHECK_SECONDS
+        lock = self._lock
+        if lock is not None and self._broken is None:
+            try:
+                self._fs.check_lock(lock, self._files.lock_path)
+            except OSError as error:
+                self._break(
+                    f"{self._files.lock_path}: {error.strerror or error}: another process may "
+                    f"now open the log of {self._files.path(self._files.db_name)} and write the "
+                    "same segment names, so this log acknowledges no further commits; stop "
+                    "every process using it, then open the log again (which locks a new lock "
+                    "file)", error)
+        return LOCK_CHECK_SECONDS
 
     def _seal(self) -> _SealedEpoch | None:
         """Close the open epoch: swap every lane's buffer and open the next epoch."""

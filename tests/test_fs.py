@@ -3,16 +3,19 @@
 Every file pagewal creates or opens for writing (segment and checkpoint temporary files, the
 pre-created temporary files, the lock file, the pager's data file) refuses a symbolic link, or
 anything else, planted at its name (:class:`ForeignFileError`, naming the path), and leaves what
-the link points at untouched. New files take the database file's permission bits.
+the link points at untouched. New files take the database file's permission bits. The lock file
+is checked to still be the locked file, at open and while the log runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,6 +32,8 @@ from pagewal import (
     WalPager,
     recover,
 )
+from pagewal import _fs as fs_module
+from pagewal import _wal as wal_module
 from pagewal._codec import TEMP_SUFFIX, checkpoint_name, segment_name
 from pagewal._precreate import TempFilePrecreator
 
@@ -398,3 +403,184 @@ def test_a_process_running_as_root_gives_new_log_files_the_database_files_owner(
     owners = {n: (os.lstat(db_path.parent / n).st_uid, os.lstat(db_path.parent / n).st_gid)
               for n in log_names(db_path)}
     assert owners and set(owners.values()) == {(4242, 4343)}
+
+
+# --------------------------------------------------------------------------- the lock file
+
+
+def lock_path(db_path: Path) -> Path:
+    return db_path.parent / f"{db_path.name}-wal-lock"
+
+
+def test_a_lock_file_replaced_between_open_and_flock_is_locked_again(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process unlinked the lock file after we opened it and locked its replacement:
+    our flock then holds an orphan. try_lock must see it and find the lock taken."""
+    lock = lock_path(db_path)
+    real_flock = fcntl.flock
+    other: list[int] = []
+
+    def racing_flock(fd: int, operation: int) -> None:
+        if not other:
+            os.unlink(lock)
+            other.append(os.open(lock, os.O_RDWR | os.O_CREAT, 0o644))
+            real_flock(other[0], fcntl.LOCK_EX | fcntl.LOCK_NB)  # the other process's lock
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fs_module.fcntl, "flock", racing_flock)
+    try:
+        assert OsFileSystem().try_lock(str(lock)) is None
+        with pytest.raises(LogLockedError):
+            Wal.open(db_path, CONFIG)
+    finally:
+        for fd in other:
+            os.close(fd)
+
+
+def test_a_lock_file_deleted_between_open_and_flock_is_created_and_locked_again(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock = lock_path(db_path)
+    real_flock = fcntl.flock
+    deleted: list[bool] = []
+
+    def racing_flock(fd: int, operation: int) -> None:
+        if not deleted:
+            os.unlink(lock)
+            deleted.append(True)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fs_module.fcntl, "flock", racing_flock)
+    fs = OsFileSystem()
+    handle = fs.try_lock(str(lock))
+    assert handle is not None
+    try:
+        fs.check_lock(handle, str(lock))  # the handle locks the file the name now names
+        assert os.fstat(handle).st_ino == os.lstat(lock).st_ino
+    finally:
+        fs.unlock(handle)
+
+
+def test_a_lock_file_that_keeps_being_replaced_gives_up_with_a_typed_error(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock = lock_path(db_path)
+    real_flock = fcntl.flock
+    calls: list[int] = []
+
+    def always_replaced(fd: int, operation: int) -> None:
+        calls.append(fd)
+        os.unlink(lock)
+        os.close(os.open(lock, os.O_RDWR | os.O_CREAT, 0o644))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fs_module.fcntl, "flock", always_replaced)
+    with pytest.raises(LogLockedError, match="replaced") as info:
+        Wal.open(db_path, CONFIG)
+    assert str(lock) in str(info.value)
+    assert len(calls) == fs_module.LOCK_ATTEMPTS
+
+
+class OffsetClock:
+    """The monotonic clock plus an offset the test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def skip_past_the_next_lock_check(self) -> None:
+        self.offset += wal_module.LOCK_CHECK_SECONDS + 1
+
+
+def replace_file(path: Path) -> None:
+    fresh = path.with_name(path.name + ".new")
+    fresh.write_bytes(b"")
+    os.replace(fresh, path)
+
+
+@pytest.mark.parametrize(("change", "cause"), [(os.unlink, FileNotFoundError),
+                                               (replace_file, OSError)])
+def test_a_lock_file_deleted_or_replaced_under_an_open_log_breaks_it_at_the_next_check(
+    db_path: Path, change: Callable[[Path], None], cause: type[OSError]
+) -> None:
+    clock = OffsetClock()
+    with Wal.open(db_path, CONFIG, clock=clock) as wal:
+        wal.commit({1: b"before"})
+        change(lock_path(db_path))
+        clock.skip_past_the_next_lock_check()
+        # submit never publishes; only the ticker does, and it checks the lock first.
+        with pytest.raises(BrokenLogError) as info:
+            wal.submit({2: b"after"})
+            wal.flush(timeout=60)
+        assert str(lock_path(db_path)) in str(info.value)
+        assert "open the log again" in str(info.value)
+        assert isinstance(info.value.__cause__, cause)
+        assert wal.durable_position.commit_seq == 1
+        with pytest.raises(BrokenLogError):
+            wal.commit({3: b"later"})
+        with pytest.raises(BrokenLogError):
+            wal.close()
+    assert recover(db_path).last_commit_seq == 1
+
+
+def test_an_idle_log_notices_its_lock_file_was_deleted(db_path: Path) -> None:
+    noticed = threading.Event()
+
+    class Watching(OsFileSystem):
+        def check_lock(self, handle: int, path: str) -> None:
+            try:
+                super().check_lock(handle, path)
+            except OSError:
+                noticed.set()
+                raise
+
+    clock = OffsetClock()
+    wal = Wal.open(db_path, CONFIG, fs=Watching(), clock=clock)
+    try:
+        wal.commit({1: b"before"})
+        os.unlink(lock_path(db_path))
+        clock.skip_past_the_next_lock_check()
+        # No commit wakes the ticker: its idle wait is bounded by the next lock check.
+        assert noticed.wait(30), "the idle ticker never checked its lock file"
+        with pytest.raises(BrokenLogError, match="wal-lock"):
+            wal.submit({2: b"after"})
+    finally:
+        with contextlib.suppress(BrokenLogError):
+            wal.close()
+
+
+def test_the_lock_check_runs_at_most_once_per_interval(db_path: Path) -> None:
+    checks: list[float] = []
+
+    class Counting(OsFileSystem):
+        def check_lock(self, handle: int, path: str) -> None:
+            checks.append(time.monotonic())
+            super().check_lock(handle, path)
+
+    clock = OffsetClock()
+    fs = Counting()
+    with Wal.open(db_path, CONFIG, fs=fs, clock=clock) as wal:
+        opened = len(checks)  # try_lock's own check
+        for page in range(200):
+            wal.commit({page: b"c" * 64})
+        assert len(checks) - opened <= 1 + int(
+            (time.monotonic() - checks[0]) / wal_module.LOCK_CHECK_SECONDS)
+
+
+@pytest.mark.trio
+async def test_the_trio_adapters_ticker_checks_the_lock_file_too(db_path: Path) -> None:
+    from pagewal.trio import open_wal
+
+    clock = OffsetClock()
+    with pytest.raises(BrokenLogError) as info:
+        async with open_wal(db_path, CONFIG, clock=clock) as wal:
+            await wal.commit({1: b"before"})
+            os.unlink(lock_path(db_path))
+            clock.skip_past_the_next_lock_check()
+            await wal.submit({2: b"after"})
+            await wal.flush()
+    assert str(lock_path(db_path)) in str(info.value)
+    assert recover(db_path).last_commit_seq == 1

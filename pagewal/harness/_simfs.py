@@ -399,6 +399,11 @@ class SimulatedFileSystem(FileSystem):
             self._fds[fd] = (path, 0)
             return fd
 
+    def check_lock(self, handle: int, path: str) -> None:
+        with self._lock:
+            if self._fds.get(handle, ("", 0))[0] != path or path not in self._locks:
+                raise FileNotFoundError(errno.ENOENT, "the lock was released", path)
+
     def unlock(self, handle: int) -> None:
         with self._lock:
             path, _ = self._fds.pop(handle)
