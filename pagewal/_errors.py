@@ -57,29 +57,38 @@ class LogLockedError(PagewalError):
 
 
 class ForeignFileError(PagewalError, OSError):
-    """Something that is not the log's own is at a name pagewal must create or open.
+    """A file at one of the log's names is not provably the log's own, so pagewal neither
+    follows, truncates nor writes through it.
 
-    A symbolic link, a directory or other non-regular file, or a file already at the name of a
-    temporary file pagewal creates (a segment's or the checkpoint's ``.tmp``), its lock file or
-    a pager's data file. pagewal never follows, truncates or writes through it: ``path`` names
-    it and ``reason`` says what is there. Check what it is and who put it there, remove it, and
-    open the log again. Also an ``OSError`` (``errno`` EEXIST, ELOOP or EISDIR...); while a log
-    runs it breaks the log, so waiters get :class:`BrokenLogError` with this error chained.
+    Raised for a symbolic link, directory, fifo, socket or device where pagewal creates or
+    opens a file (a segment's or the checkpoint's temporary file, the lock file, a pager's data
+    file), and for any file already at the name of a temporary file pagewal creates. ``files``
+    lists each ``(path, what is there)``; ``path`` is the first. Check what it is, move it out
+    of the log's directory (or remove it yourself), and retry. Also an ``OSError`` (``errno``
+    EEXIST, ELOOP, EISDIR...), so a log that meets one while running breaks with it chained
+    (:class:`BrokenLogError`).
     """
 
-    def __init__(self, path: str, reason: str, code: int = errno.EEXIST) -> None:
-        self.path = path
-        self.reason = reason
-        self.message = (f"{path}: {reason}: it is not the log's own file, so pagewal neither "
-                        "follows nor replaces it; remove it (after checking what it is) and "
-                        "open the log again")
-        super().__init__(code, self.message, path)
+    def __init__(self, files: tuple[tuple[str, str], ...], code: int = errno.EEXIST) -> None:
+        if not files:
+            raise ValueError("ForeignFileError needs at least one file")
+        self.files = files
+        self.path = files[0][0]
+        them = "it" if len(files) == 1 else "them"
+        listed = "; ".join(f"{path}: {what}" for path, what in files)
+        self.message = (
+            f"{listed}: not the log's own, so pagewal neither follows, writes nor deletes "
+            f"{them}: move {them} out of the log's directory (or remove {them} yourself) and "
+            "retry")
+        super().__init__(code, self.message, self.path)
 
     def __str__(self) -> str:
         return self.message
 
-    def __reduce__(self) -> tuple[type[ForeignFileError], tuple[str, str, int]]:
-        return type(self), (self.path, self.reason, self.errno or errno.EEXIST)
+    def __reduce__(
+        self,
+    ) -> tuple[type[ForeignFileError], tuple[tuple[tuple[str, str], ...], int]]:
+        return type(self), (self.files, self.errno or errno.EEXIST)
 
 
 class BrokenLogError(PagewalError):

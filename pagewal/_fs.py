@@ -307,6 +307,24 @@ class OsFileSystem(FileSystem):
         return FileMode(stat.S_IMODE(status.st_mode) & 0o777, status.st_uid, status.st_gid)
 
 
+_FILE_TYPES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a fifo (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def describe_file_type(mode: int) -> str | None:
+    """What ``st_mode`` says is there, or ``None`` for a regular file (the only kind of file a
+    log is made of)."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _FILE_TYPES if test(mode)), "not a regular file")
+
+
 def _open_regular(path: str, flags: int, mode: int = DEFAULT_FILE_MODE) -> int:
     """``os.open`` that never follows a symbolic link at ``path`` and only returns a descriptor
     of a regular file (a FIFO or device opened without ``O_EXCL`` would be written through)."""
@@ -321,7 +339,8 @@ def _open_regular(path: str, flags: int, mode: int = DEFAULT_FILE_MODE) -> int:
         raise
     if not stat.S_ISREG(status.st_mode):
         os.close(fd)
-        raise ForeignFileError(path, f"{_describe(status.st_mode)} is there, not a regular file")
+        what = describe_file_type(status.st_mode)
+        raise ForeignFileError(((path, f"{what}, not a regular file"),))
     return fd
 
 
@@ -356,25 +375,12 @@ def _foreign_or(error: OSError, path: str) -> OSError:
         return error  # gone again: report what open said
     if error.errno in (errno.ELOOP, errno.EMLINK) and not stat.S_ISLNK(status.st_mode):
         return error  # too many links in a directory component, not at the name itself
-    what = _describe(status.st_mode)
+    what = (describe_file_type(status.st_mode)
+            or "a file (left over, or put there by someone else)")
     if stat.S_ISLNK(status.st_mode):
         with contextlib.suppress(OSError):
             what += f" to {os.readlink(path)}"
-    return ForeignFileError(path, f"{what} is already there", error.errno)
-
-
-def _describe(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISREG(mode):
-        return "a file (left over, or put there by someone else)"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a device file"
+    return ForeignFileError(((path, f"{what} is already there"),), error.errno)
 
 
 def write_all(

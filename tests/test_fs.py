@@ -132,10 +132,10 @@ def test_the_simulated_file_system_refuses_to_create_over_an_existing_file_too()
 def test_the_seam_error_survives_pickling() -> None:
     import pickle
 
-    error = ForeignFileError("/d/x.tmp", "a symbolic link is already there", errno.ELOOP)
+    error = ForeignFileError((("/d/x.tmp", "a symbolic link is already there"),), errno.ELOOP)
     copy = pickle.loads(pickle.dumps(error))
-    assert (type(copy), copy.path, copy.reason, copy.errno, str(copy)) == (
-        ForeignFileError, error.path, error.reason, errno.ELOOP, str(error))
+    assert (type(copy), copy.path, copy.files, copy.errno, str(copy)) == (
+        ForeignFileError, error.path, error.files, errno.ELOOP, str(error))
 
 
 # --------------------------------------------------------------------------- the log's names

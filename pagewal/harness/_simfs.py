@@ -303,8 +303,8 @@ class SimulatedFileSystem(FileSystem):
         with self._lock:
             self._maybe_fail("open_for_write", path)
             if path in self.model.current:  # O_EXCL
-                raise ForeignFileError(path, "a file (left over, or put there by someone else) "
-                                       "is already there")
+                raise ForeignFileError(
+                    ((path, "a file (left over, or put there by someone else) is already there"),))
             self._log(Op("create", path))
             fd = next(self._next_fd)
             self._fds[fd] = (path, 0)
