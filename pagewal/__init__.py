@@ -30,7 +30,7 @@ from ._errors import (
     PagewalError,
     ReadOnlyError,
 )
-from ._fs import FileSystem, OsFileSystem
+from ._fs import FileMode, FileSystem, OsFileSystem
 from ._pager import PagerStats, Transaction, WalPager
 from ._recovery import recover
 from ._stats import FallbackReason, Ticket, WalStats
@@ -49,6 +49,7 @@ __all__ = [
     "CorruptSegmentError",
     "DecodedSegment",
     "FallbackReason",
+    "FileMode",
     "FileSystem",
     "ForeignFileError",
     "FsyncMode",

@@ -7,6 +7,8 @@ against bad values keeps working.
 
 from __future__ import annotations
 
+import errno
+
 
 class PagewalError(Exception):
     """Base class of every error pagewal raises on purpose."""
@@ -61,6 +63,43 @@ class LogLockedError(PagewalError):
     """
 
 
+class ForeignFileError(PagewalError, OSError):
+    """A file at one of the log's names is not provably the log's own, so pagewal neither
+    follows, writes through, reads past nor deletes it.
+
+    Raised for a symbolic link, directory, fifo, socket or device where pagewal creates, opens
+    or reads a file (a segment, a segment's or the checkpoint's temporary file, the checkpoint,
+    the lock file, a pager's data file); for any file already at the name of a temporary file
+    pagewal creates; and for a file named like a segment the checkpoint covers (recovery would
+    delete it) whose header is not that segment's. ``files`` lists each ``(path, what is
+    there)``; ``path`` is the first. Nothing was deleted: check what it is, move it out of the
+    log's directory (or remove it yourself), and retry. Also an ``OSError`` (``errno`` EEXIST,
+    ELOOP, EISDIR...), so a log that meets one while running breaks with it chained
+    (:class:`BrokenLogError`).
+    """
+
+    def __init__(self, files: tuple[tuple[str, str], ...], code: int = errno.EEXIST) -> None:
+        if not files:
+            raise ValueError("ForeignFileError needs at least one file")
+        self.files = files
+        self.path = files[0][0]
+        them = "it" if len(files) == 1 else "them"
+        listed = "; ".join(f"{path}: {what}" for path, what in files)
+        self.message = (
+            f"{listed}: not the log's own, so pagewal neither follows, writes nor deletes "
+            f"{them} (nothing was deleted): move {them} out of the log's directory (or remove "
+            f"{them} yourself) and retry")
+        super().__init__(code, self.message, self.path)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[ForeignFileError], tuple[tuple[tuple[str, str], ...], int]]:
+        return type(self), (self.files, self.errno or errno.EEXIST)
+
+
 class BrokenLogError(PagewalError):
     """Writing or fsyncing a segment failed; the log refuses all further work.
 
@@ -100,25 +139,3 @@ class CorruptSegmentError(PagewalError):
         super().__init__(f"{path}: corrupt at offset {offset}: {reason}")
 
 
-class ForeignFileError(PagewalError):
-    """A file at one of the log's names is not provably the log's own, so pagewal neither
-    reads past it nor deletes it.
-
-    Raised for a directory, symbolic link, fifo, socket or device at a segment, temporary or
-    checkpoint name, and for a file named like a segment the checkpoint covers (recovery would
-    delete it) whose header is not that segment's. ``files`` lists each ``(path, what it
-    is)``; ``path`` is the first. Nothing was deleted: move each file out of the directory (or
-    remove it yourself if you know it is not needed) and retry.
-    """
-
-    def __init__(self, files: tuple[tuple[str, str], ...]) -> None:
-        if not files:
-            raise ValueError("ForeignFileError needs at least one file")
-        self.files = files
-        self.path = files[0][0]
-        them = "it" if len(files) == 1 else "them"
-        listed = "; ".join(f"{path}: {what}" for path, what in files)
-        super().__init__(
-            f"{listed}. pagewal reads and deletes only files it can tell are its own, so nothing "
-            f"was deleted: move {them} out of the log's directory (or remove {them} yourself) "
-            "and retry")

@@ -7,6 +7,13 @@ also monkeypatch ``os.fsync``/``os.writev``.
 
 :func:`publish_atomically` is the one place the atomic-publish protocol (DESIGN invariant 4)
 is written: temporary name, durable write (write + data sync), rename, directory fsync.
+
+Nothing that is not provably the log's own is ever written through: every file pagewal creates
+or opens for writing is opened with ``O_NOFOLLOW``, temporary files with ``O_EXCL`` (recovery
+removes a crash's leftovers under the lock before the log creates new ones), and a file opened
+without ``O_EXCL`` must be a regular file. Anything else at the name raises
+:class:`ForeignFileError`. New files take the database file's permission bits
+(:class:`FileMode`), as SQLite's WAL and journal do.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from typing import Protocol
 import attrs
 
 from ._codec import TEMP_SUFFIX
-from ._errors import ForeignFileError
+from ._errors import ForeignFileError, LogLockedError
 
 try:
     _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
@@ -35,20 +42,47 @@ except (AttributeError, OSError, ValueError):  # pragma: no cover - non-POSIX
 Buffer = bytes | bytearray | memoryview
 _MAX_OFFSET = (1 << 63) - 1  # the largest file offset (off_t)
 _MAP_THRESHOLD = 1 << 20
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+DEFAULT_FILE_MODE = 0o644
+"""The permission bits of a file pagewal creates when there is no database file to copy them
+from (a plain :class:`Wal` log, or a pager's new data file); the umask applies."""
+LOCK_ATTEMPTS = 10
+"""How often :meth:`OsFileSystem.try_lock` locks again when the lock file was deleted or replaced
+between opening and locking it (another process removing it) before giving up."""
+
+
+@attrs.frozen
+class FileMode:
+    """The permissions new log files get: those of the database file (``bits``, the
+    ``st_mode & 0o777`` of the database), as SQLite gives its WAL and journal, so that
+    ``chmod 600`` on a store keeps its log private too. New files get exactly ``bits`` (the
+    umask does not narrow or widen them); a process running as root also gives them the
+    database's owner (``uid``, ``gid``; -1 leaves it unchanged)."""
+
+    bits: int
+    uid: int = -1
+    gid: int = -1
 
 
 class FileSystem(Protocol):
     """The operations pagewal performs on files and directories."""
 
-    def open_for_write(self, path: str) -> int:
-        """Create or truncate ``path`` for writing; return a descriptor."""
+    def open_for_write(self, path: str, mode: FileMode | None = None) -> int:
+        """Create ``path``, a new temporary file, for writing; return a descriptor.
+
+        Nothing may be at ``path``: a leftover file, a symbolic link (never followed) or a
+        directory raises :class:`ForeignFileError`. The file gets ``mode`` (exactly), or
+        :data:`DEFAULT_FILE_MODE` less the umask when ``mode`` is None."""
 
     def open_for_sync(self, path: str) -> int:
         """Open an existing file (read-only) so it can be fsynced."""
 
     def open_for_update(self, path: str) -> int:
-        """Open ``path`` for reading and writing in place, creating it empty if missing (never
-        truncating): the pager's data file."""
+        """Open ``path`` for reading and writing in place, creating it empty (with
+        :data:`DEFAULT_FILE_MODE` less the umask) if missing, never truncating: the pager's
+        data file. A symbolic link (never followed) or anything but a regular file at ``path``
+        raises :class:`ForeignFileError`."""
 
     def file_size(self, fd: int) -> int:
         """The size in bytes of the open file ``fd``."""
@@ -98,11 +132,27 @@ class FileSystem(Protocol):
         """The status of ``path`` itself, not following a symbolic link (``FileNotFoundError``
         if there is nothing there)."""
 
-    def try_lock(self, path: str) -> int | None:
-        """Take an exclusive lock on ``path`` (created if needed): a handle, or None if held."""
+    def try_lock(self, path: str, mode: FileMode | None = None) -> int | None:
+        """Take an exclusive lock on ``path`` (created with ``mode`` if needed, as
+        :meth:`open_for_write` does): a handle, or None if held. A symbolic link or a
+        non-regular file at ``path`` raises :class:`ForeignFileError`; the handle returned
+        locks the file ``path`` names when it returns (:meth:`check_lock` holds)."""
+
+    def check_lock(self, handle: int, path: str) -> None:
+        """Raise ``OSError`` unless ``path`` still names the file the lock ``handle`` holds:
+        ``FileNotFoundError`` if it was deleted, ``OSError`` (ESTALE) if it was replaced. Then
+        another process may take the log's lock while this one still writes."""
 
     def unlock(self, handle: int) -> None:
         """Release a lock :meth:`try_lock` took."""
+
+    def real_path(self, path: str) -> str:
+        """The absolute ``path`` with every symbolic link in it resolved (as SQLite resolves a
+        database's name, so the log lies beside the file itself, whatever link named it)."""
+
+    def file_mode(self, path: str) -> FileMode | None:
+        """The :class:`FileMode` new log files beside the regular file ``path`` get (its
+        permission bits and owner), or None when no regular file is there."""
 
 
 class OsFileSystem(FileSystem):
@@ -117,15 +167,26 @@ class OsFileSystem(FileSystem):
         self._directories_lock = threading.Lock()
         self._dsync_flag: int = getattr(os, "RWF_DSYNC", 0)
 
-    def open_for_write(self, path: str) -> int:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
-                       0o644)
+    def open_for_write(self, path: str, mode: FileMode | None = None) -> int:
+        # O_EXCL: a file already at the name is never truncated, and (with O_CREAT) a symbolic
+        # link there is never followed, dangling or not.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC,
+                         DEFAULT_FILE_MODE if mode is None else mode.bits)
+        except OSError as error:
+            raise _foreign_or(error, path) from error
+        try:
+            _give_mode(fd, mode)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def open_for_sync(self, path: str) -> int:
-        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return os.open(path, os.O_RDONLY | _CLOEXEC)
 
     def open_for_update(self, path: str) -> int:
-        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        return _open_regular(path, os.O_RDWR | os.O_CREAT)
 
     def file_size(self, fd: int) -> int:
         return os.fstat(fd).st_size
@@ -220,8 +281,7 @@ class OsFileSystem(FileSystem):
         # symbolic link is never followed and a fifo never blocks the open, whatever was put at
         # the name after the caller looked at it.
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-                         | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC)
         except OSError:
             # ELOOP (a symbolic link), ENXIO (a socket), ...: say what is there, if not a file.
             with contextlib.suppress(OSError):
@@ -242,20 +302,64 @@ class OsFileSystem(FileSystem):
     def lstat(self, path: str) -> os.stat_result:
         return os.lstat(path)
 
-    def try_lock(self, path: str) -> int | None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    def try_lock(self, path: str, mode: FileMode | None = None) -> int | None:
+        for _ in range(LOCK_ATTEMPTS):
+            fd = _open_regular(path, os.O_RDWR | os.O_CREAT,
+                               DEFAULT_FILE_MODE if mode is None else mode.bits)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                # Another process may have unlinked (or replaced) the file between our open and
+                # our flock, and locked the new one: our lock would then exclude nobody.
+                self.check_lock(fd, path)
+            except OSError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                _give_mode(fd, mode)  # the lock file is ours now: bring it to the db's mode
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        raise LogLockedError(
+            f"{path}: the lock file was deleted or replaced {LOCK_ATTEMPTS} times while it was "
+            "being locked; another process keeps removing it: stop that process, then open "
+            "the log again")
+
+    def check_lock(self, handle: int, path: str) -> None:
+        locked = os.fstat(handle)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+            named = os.lstat(path)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                errno.ENOENT, "the lock file was deleted while the log held it", path) from error
+        if (named.st_dev, named.st_ino) != (locked.st_dev, locked.st_ino):
+            raise OSError(errno.ESTALE, "the lock file was replaced by another file while the "
+                          "log held it", path)
 
     def unlock(self, handle: int) -> None:
         os.close(handle)  # closing the descriptor releases the flock
+
+    def real_path(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def file_mode(self, path: str) -> FileMode | None:
+        try:
+            status = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(status.st_mode):
+            return None
+        return FileMode(stat.S_IMODE(status.st_mode) & 0o777, status.st_uid, status.st_gid)
 
 
 _FILE_TYPES = (
@@ -274,6 +378,63 @@ def describe_file_type(mode: int) -> str | None:
     if stat.S_ISREG(mode):
         return None
     return next((what for test, what in _FILE_TYPES if test(mode)), "not a regular file")
+
+
+def _open_regular(path: str, flags: int, mode: int = DEFAULT_FILE_MODE) -> int:
+    """``os.open`` that never follows a symbolic link at ``path`` and only returns a descriptor
+    of a regular file (a FIFO or device opened without ``O_EXCL`` would be written through)."""
+    try:
+        fd = os.open(path, flags | _NOFOLLOW | _CLOEXEC, mode)
+    except OSError as error:
+        raise _foreign_or(error, path) from error
+    try:
+        status = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(status.st_mode):
+        os.close(fd)
+        _require_regular(path, status.st_mode)
+    return fd
+
+
+def _give_mode(fd: int, mode: FileMode | None) -> None:
+    """Give the new (empty) file ``fd`` exactly ``mode``, as SQLite's ``robust_open`` does for
+    its WAL and journal: ``os.open`` applied the umask, which may have dropped bits the database
+    file has (a group-writable store). Best effort, as in SQLite: a file another user owns keeps
+    its mode. A process running as root also hands the file to the database's owner."""
+    if mode is None:
+        return
+    status = os.fstat(fd)
+    if status.st_size:
+        return  # not a new file
+    with contextlib.suppress(OSError):
+        if os.geteuid() == 0 and (mode.uid, mode.gid) != (-1, -1) and (
+                (status.st_uid, status.st_gid) != (mode.uid, mode.gid)):
+            os.fchown(fd, mode.uid, mode.gid)
+    with contextlib.suppress(OSError):
+        if stat.S_IMODE(status.st_mode) != mode.bits:
+            os.fchmod(fd, mode.bits)
+
+
+def _foreign_or(error: OSError, path: str) -> OSError:
+    """The :class:`ForeignFileError` an ``os.open`` failure at ``path`` means, if it means one
+    (something is at a name pagewal creates, or a symbolic link where it will not follow one),
+    else ``error`` itself."""
+    if error.errno not in (errno.EEXIST, errno.ELOOP, errno.EMLINK, errno.EISDIR):
+        return error
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return error  # gone again: report what open said
+    if error.errno in (errno.ELOOP, errno.EMLINK) and not stat.S_ISLNK(status.st_mode):
+        return error  # too many links in a directory component, not at the name itself
+    what = (describe_file_type(status.st_mode)
+            or "a file (left over, or put there by someone else)")
+    if stat.S_ISLNK(status.st_mode):
+        with contextlib.suppress(OSError):
+            what += f" to {os.readlink(path)}"
+    return ForeignFileError(((path, f"{what} is already there"),), error.errno)
 
 
 def _require_regular(path: str, mode: int) -> None:
@@ -335,6 +496,7 @@ class PublishTimes:
 def publish_atomically(
     fs: FileSystem, directory: str, name: str, buffers: Sequence[Buffer], *, sync: bool,
     fd: int | None = None, close: Callable[[int], None] | None = None,
+    mode: FileMode | None = None,
 ) -> PublishTimes:
     """Publish ``buffers`` as ``directory/name`` so no reader ever sees a partial file.
 
@@ -345,12 +507,14 @@ def publish_atomically(
     the ``OSError`` propagates. ``fd``, if given, is the temporary file already created (empty)
     and open for writing. ``close``, if given, is handed the descriptor once the file is
     published (to close it off the caller's path); otherwise it is closed before returning.
+    The temporary file is created with ``mode`` (:meth:`FileSystem.open_for_write`): anything
+    already at its name raises :class:`ForeignFileError` and is left as it is.
     """
     final_path = os.path.join(directory, name)
     temp_path = final_path + TEMP_SUFFIX
     started = time.perf_counter()
     if fd is None:
-        fd = fs.open_for_write(temp_path)
+        fd = fs.open_for_write(temp_path, mode)  # outside the try: never unlink what is not ours
     try:
         write_all(fs, fd, buffers, offset=0 if sync else None, dsync=sync)
         written = time.perf_counter()

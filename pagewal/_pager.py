@@ -224,7 +224,11 @@ class WalPager:
         if the store is open elsewhere, :class:`CorruptSegmentError` for a corrupt log (with
         ``skip_corrupt=True`` the store continues after the log's valid prefix and the segments
         left out are renamed to ``*.corrupt``, as :meth:`Wal.open` does), and
-        :class:`ForeignFileError` for a file at one of the log's names that is not the log's own.
+        :class:`ForeignFileError` for a file at one of the log's names that is not the log's
+        own, or a symbolic link or non-regular file at the data file's real name. Symbolic
+        links in ``path`` are resolved once, as :meth:`Wal.open` does; a new data file gets
+        :data:`DEFAULT_FILE_MODE` less the umask, and log files created later the data file's
+        permissions.
 
         ``max_pages`` caps the store at pages ``0..max_pages - 1``; by default (and at most) it
         is the most pages of ``page_size`` bytes the data file can hold: the file system's
@@ -249,8 +253,8 @@ class WalPager:
         page_size = _check_page_size(page_size)
         if max_pages is not None:
             _check_max_pages(max_pages)
-        files = LogFiles.for_db(path)
         fs = fs or OsFileSystem()
+        files = LogFiles.for_db(path, fs)
         if read_only:
             return cls._open_read_only(files, fs, page_size, skip_corrupt=skip_corrupt,
                                        max_pages=max_pages)
@@ -323,7 +327,7 @@ class WalPager:
         """:meth:`open` with ``read_only=True``."""
         data_path = files.path(files.db_name)
         try:
-            lock = fs.try_lock(files.lock_path)
+            lock = fs.try_lock(files.lock_path, files.file_mode)
         except OSError as error:
             if error.errno != errno.EROFS:
                 raise

@@ -17,7 +17,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 
-from ._fs import FileSystem
+from ._fs import FileMode, FileSystem
 
 AHEAD = 2  # epochs whose temporary file is kept ready
 
@@ -26,9 +26,13 @@ class TempFilePrecreator:
     """Keeps ``open_for_write(path_of(e))`` done for the next :data:`AHEAD` epochs, and closes
     the descriptors handed to :meth:`retire`."""
 
-    def __init__(self, fs: FileSystem, path_of: Callable[[int], str], first_epoch: int) -> None:
+    def __init__(
+        self, fs: FileSystem, path_of: Callable[[int], str], first_epoch: int, *,
+        mode: FileMode | None = None,
+    ) -> None:
         self._fs = fs
         self._path_of = path_of
+        self._mode = mode
         self._ready: dict[int, int] = {}  # epoch -> open descriptor
         self._next = first_epoch  # the lowest epoch that may still be asked for
         self._creating: int | None = None  # the epoch whose file is being opened right now
@@ -43,7 +47,7 @@ class TempFilePrecreator:
         """The open descriptor of ``epoch``'s temporary file, or None if it is not ready.
 
         After this returns, the background thread never opens ``epoch``'s file: the caller may
-        create it itself (two ``O_TRUNC`` opens of one file must never race).
+        create it itself (files are created with ``O_EXCL``: two creations must never race).
         """
         with self._cv:
             while self._creating == epoch:
@@ -98,9 +102,11 @@ class TempFilePrecreator:
                 continue
             fd: int | None = None
             try:
-                fd = self._fs.open_for_write(self._path_of(epoch))
+                fd = self._fs.open_for_write(self._path_of(epoch), self._mode)
             except OSError:
-                pass  # the publisher creates its own files and reports any real failure
+                # The publisher creates its own files and reports any real failure (such as
+                # a ForeignFileError: something not the log's own at the name).
+                pass
             finally:
                 with self._cv:
                     self._creating = None

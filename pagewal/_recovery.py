@@ -44,7 +44,7 @@ from ._codec import (
     segment_name,
 )
 from ._errors import CorruptSegmentError, ForeignFileError, LogLockedError
-from ._fs import FileSystem, OsFileSystem, not_a_regular_file, publish_atomically
+from ._fs import FileMode, FileSystem, OsFileSystem, not_a_regular_file, publish_atomically
 
 _READ_ONLY_ATTEMPTS = 3
 
@@ -55,17 +55,30 @@ segment of the chain is checked). The command line draws it as a progress bar.""
 
 @attrs.frozen
 class LogFiles:
-    """Where a database's log files live: ``directory/db_name`` is the database file."""
+    """Where a database's log files live: ``directory/db_name`` is the database file.
+
+    ``file_mode`` is what new log files get: the database file's permissions (None when there
+    is no database file: then :data:`DEFAULT_FILE_MODE` less the umask).
+    """
 
     directory: str
     db_name: str
+    file_mode: FileMode | None = None
 
     @classmethod
-    def for_db(cls, db_path: str | os.PathLike[str]) -> LogFiles:
-        directory, db_name = os.path.split(os.path.abspath(os.fspath(db_path)))
+    def for_db(cls, db_path: str | os.PathLike[str], fs: FileSystem | None = None) -> LogFiles:
+        """The log of the database file ``db_path``, found once, when a log is opened.
+
+        Symbolic links in ``db_path`` are resolved (``fs.real_path``), as SQLite resolves a
+        database's name: the log lies beside the database file itself, so every link to one
+        store finds the same log and the same lock file, and each later file operation uses
+        the real names (none of which is followed if it turns into a link).
+        """
+        fs = fs or OsFileSystem()
+        directory, db_name = os.path.split(fs.real_path(os.path.abspath(os.fspath(db_path))))
         if not db_name:
             raise ValueError(f"{db_path!r} names a directory, not a database file")
-        return cls(directory, db_name)
+        return cls(directory, db_name, fs.file_mode(os.path.join(directory, db_name)))
 
     def path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -106,9 +119,9 @@ def recover(
     When another process has the log open, recovery reads what is published and changes
     nothing (as :func:`read_log` does). ``progress(done, total)`` is called after each segment.
     """
-    files = LogFiles.for_db(db_path)
     fs = fs or OsFileSystem()
-    handle = fs.try_lock(files.lock_path)
+    files = LogFiles.for_db(db_path, fs)
+    handle = fs.try_lock(files.lock_path, files.file_mode)
     if handle is None:
         if delete_after:
             raise LogLockedError(f"{files.path(files.db_name)}: the log is open elsewhere; "
@@ -145,9 +158,9 @@ def read_log(
     gap in the chain), except a checkpoint that is not a regular file. A missing directory
     raises :class:`FileNotFoundError`.
     """
-    return _read_unlocked(LogFiles.for_db(db_path), fs or OsFileSystem(),
-                          skip_corrupt=skip_corrupt, progress=progress,
-                          tolerate_foreign=tolerate_foreign)
+    fs = fs or OsFileSystem()
+    return _read_unlocked(LogFiles.for_db(db_path, fs), fs, skip_corrupt=skip_corrupt,
+                          progress=progress, tolerate_foreign=tolerate_foreign)
 
 
 def _read_unlocked(
@@ -343,7 +356,7 @@ def write_checkpoint(
 ) -> None:
     """Record ``position`` as the checkpoint, atomically (tmp, fsync, rename, dir fsync)."""
     publish_atomically(fs, files.directory, checkpoint_name(files.db_name), [position.encode()],
-                       sync=sync)
+                       sync=sync, mode=files.file_mode)
 
 
 def quarantine(files: LogFiles, fs: FileSystem, skipped: tuple[SkippedSegment, ...]) -> None:

@@ -73,6 +73,10 @@ from ._stats import FallbackReason, Ticket, WalStats
 _QUIET_SECONDS = 0.0002
 """Seal early once nobody has staged for this long and someone waits (adaptive sealing)."""
 
+LOCK_CHECK_SECONDS = 1.0
+"""How often (by the log's clock) the ticker checks that ``<db>-wal-lock`` still names the file
+the log has locked; an idle ticker wakes this often to do it. Off the commit path."""
+
 _OPEN_LOGS: weakref.WeakSet[Wal] = weakref.WeakSet()
 
 
@@ -155,6 +159,7 @@ class Wal:
         # Who runs the ticker loop: "thread" (our own), "caller" (run_ticker) or "close" (no
         # ticker had started when close() began, so close ran the last seal itself).
         self._ticker_runner: str | None = "thread" if start_ticker else None
+        self._next_lock_check = clock() + LOCK_CHECK_SECONDS
         self._last_submit_at = 0.0  # written racily by submitters; a heuristic only
         self._first_submit_at = 0.0
 
@@ -187,7 +192,8 @@ class Wal:
         self._close_lock = threading.Lock()  # guards _close_started and _lock (None once closed)
         self._close_started = False
         self._precreator = TempFilePrecreator(
-            fs, lambda epoch: files.segment_path(epoch) + TEMP_SUFFIX, self._open_epoch)
+            fs, lambda epoch: files.segment_path(epoch) + TEMP_SUFFIX, self._open_epoch,
+            mode=files.file_mode)
         self._ticker: threading.Thread | None = None
         self._ticker_done = threading.Event()  # set when a caller-run ticker loop returns
         if start_ticker:
@@ -211,12 +217,14 @@ class Wal:
     ) -> Wal:
         """Recover the log of ``db_path`` and open it for new commits after the durable ones.
 
-        The log files live beside ``db_path`` (which need not exist). ``config`` defaults to
-        ``WalConfig.from_env()``. Recovery results are in :attr:`recovery`. A corrupt segment
-        raises :class:`CorruptSegmentError`; with ``skip_corrupt=True`` the log continues after
-        the valid prefix and the skipped segments are renamed to ``*.corrupt``. A file at one
-        of the log's names that is not the log's own (a directory, symbolic link, fifo, ...;
-        or something else under the name of a segment the checkpoint covers) raises
+        The log files live beside ``db_path`` (which need not exist; symbolic links in it are
+        resolved once, here, so the log lies beside the database file itself) and take its
+        permission bits (:class:`FileMode`). ``config`` defaults to ``WalConfig.from_env()``.
+        Recovery results are in :attr:`recovery`. A corrupt segment raises
+        :class:`CorruptSegmentError`; with ``skip_corrupt=True`` the log continues after the
+        valid prefix and the skipped segments are renamed to ``*.corrupt``. Something that is
+        not the log's own at one of the log's names (a symbolic link, directory, fifo, ...; or
+        something else under the name of a segment the checkpoint covers) raises
         :class:`ForeignFileError`, whatever ``skip_corrupt`` says, and nothing is changed.
 
         ``start_ticker=False`` is for event-loop adapters such as ``pagewal.trio``: the log
@@ -224,10 +232,10 @@ class Wal:
         until :meth:`close` returns. Until then epochs are sealed only by committers leading
         their own epoch, so commits may wait indefinitely.
         """
-        files = LogFiles.for_db(db_path)
-        config = WalConfig.from_env() if config is None else config
         fs = fs or OsFileSystem()
-        lock = fs.try_lock(files.lock_path)
+        files = LogFiles.for_db(db_path, fs)
+        config = WalConfig.from_env() if config is None else config
+        lock = fs.try_lock(files.lock_path, files.file_mode)
         if lock is None:
             raise LogLockedError(
                 f"{files.path(files.db_name)}: the log is already open (lock {files.lock_path} "
@@ -801,13 +809,16 @@ class Wal:
             while True:
                 if self._stop:
                     return True
+                check_in = self._check_lock_when_due()
+                if self._broken is not None:
+                    return False  # the lock is lost: nothing more is published
                 staged = self._next_seq - self._epoch_first_seq
                 if staged == 0:
                     self._seal_requested = False
                     sync_in = self._sync_delay()
                     if sync_in == 0.0:
                         return False
-                    self._ticker_cv.wait(sync_in)
+                    self._ticker_cv.wait(check_in if sync_in is None else min(sync_in, check_in))
                     continue
                 if self._seal_requested or self._open_waiters >= staged:
                     self._seal_requested = False
@@ -820,7 +831,31 @@ class Wal:
                 remaining = due - self._clock()
                 if remaining <= 0:
                     return False
-                self._ticker_cv.wait(remaining)
+                self._ticker_cv.wait(min(remaining, check_in))
+
+    def _check_lock_when_due(self) -> float:
+        """Every :data:`LOCK_CHECK_SECONDS`, check that the lock file still names the file this
+        log locked: if another process (or an operator) deleted or replaced it, a second
+        ``Wal.open`` could take the "lock" and write the same segment names as this log. Then
+        the log breaks (:class:`BrokenLogError`, naming the lock file): nothing later is
+        acknowledged. Returns the seconds until the next check. Called by the ticker with
+        ``_ticker_cv`` held (two ``stat`` calls a second, never on a committer's path)."""
+        now = self._clock()
+        if now < self._next_lock_check:
+            return self._next_lock_check - now
+        self._next_lock_check = now + LOCK_CHECK_SECONDS
+        lock = self._lock
+        if lock is not None and self._broken is None:
+            try:
+                self._fs.check_lock(lock, self._files.lock_path)
+            except OSError as error:
+                self._break(
+                    f"{self._files.lock_path}: {error.strerror or error}: another process may "
+                    f"now open the log of {self._files.path(self._files.db_name)} and write the "
+                    "same segment names, so this log acknowledges no further commits; stop "
+                    "every process using it, then open the log again (which locks a new lock "
+                    "file)", error)
+        return LOCK_CHECK_SECONDS
 
     def _seal(self) -> _SealedEpoch | None:
         """Close the open epoch: swap every lane's buffer and open the next epoch."""
@@ -909,7 +944,7 @@ class Wal:
         return publish_atomically(self._fs, self._files.directory, name, buffers,
                                   sync=self._config.fsync is FsyncMode.FULL,
                                   fd=self._precreator.take(sealed.epoch),
-                                  close=self._precreator.retire)
+                                  close=self._precreator.retire, mode=self._files.file_mode)
 
     def _shadow_compare(self, sealed: _SealedEpoch) -> tuple[memoryview, int] | None:
         """Encode the epoch again on the serialized path and compare the two semantically.

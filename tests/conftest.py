@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pagewal import OsFileSystem
+from pagewal import FileMode, OsFileSystem
 
 
 @pytest.fixture
@@ -46,9 +46,9 @@ class RecordingFileSystem(OsFileSystem):
         if check is not None and check(number, path):
             raise OSError(5, f"injected EIO on {op} #{number}", path)
 
-    def open_for_write(self, path: str) -> int:
+    def open_for_write(self, path: str, mode: FileMode | None = None) -> int:
         self.note("open", path)
-        fd = super().open_for_write(path)
+        fd = super().open_for_write(path, mode)
         self._fd_paths[fd] = path
         return fd
 

@@ -69,7 +69,7 @@ def test_errors_form_one_hierarchy() -> None:
     errors = [pagewal.BrokenLogError, pagewal.ClosedError, pagewal.ConfigError,
               pagewal.CorruptSegmentError, pagewal.ImageTooLargeError,
               pagewal.InvalidCommitError, pagewal.InvalidPageError, pagewal.InvalidPositionError,
-              pagewal.LogLockedError]
+              pagewal.LogLockedError, pagewal.ForeignFileError]
     assert all(issubclass(e, pagewal.PagewalError) for e in errors)
     assert issubclass(pagewal.ImageTooLargeError, ValueError)
     assert issubclass(pagewal.ConfigError, ValueError)

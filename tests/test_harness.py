@@ -38,8 +38,8 @@ def states_after_all(fs: SimulatedFileSystem) -> list[dict[str, bytes]]:
 
 
 def write(fs: SimulatedFileSystem, path: str, data: bytes, *, sync: bool) -> None:
-    fd = fs.open_for_write(path)
-    fs.writev(fd, [data])
+    fd = fs.open_for_update(path)  # open_for_write only creates new files (O_EXCL)
+    fs.pwritev(fd, [data], 0)
     if sync:
         fs.fsync(fd)
     fs.close(fd)
@@ -78,7 +78,7 @@ def test_a_rename_without_a_directory_fsync_may_be_undone() -> None:
 
 def test_an_fsync_after_a_failed_fsync_makes_nothing_durable() -> None:
     fs = SimulatedFileSystem({"/d/f": OLD}, faults=[Fault("fsync", 1)])
-    fd = fs.open_for_write("/d/f")
+    fd = fs.open_for_update("/d/f")
     fs.writev(fd, [NEW])
     with pytest.raises(OSError) as info:
         fs.fsync(fd)

@@ -33,6 +33,7 @@ from pagewal import (
     recover,
 )
 from pagewal._codec import checkpoint_name, parse_segment_name
+from pagewal._fs import FileMode
 from pagewal.harness import SimulatedFileSystem, crash_states
 from pagewal.harness._workload import run_writers
 
@@ -722,7 +723,7 @@ def test_a_read_only_open_on_a_read_only_file_system_reads_without_the_lock(
     expected = _store_with_unapplied_log(db_path)
 
     class ReadOnlyFileSystem(RecordingFileSystem):
-        def try_lock(self, path: str) -> int | None:
+        def try_lock(self, path: str, mode: FileMode | None = None) -> int | None:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
 
     with WalPager.open(str(db_path), PAGE, fs=ReadOnlyFileSystem(), read_only=True) as pager:

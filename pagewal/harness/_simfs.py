@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import attrs
 
-from .._fs import FileSystem
+from .._errors import ForeignFileError
+from .._fs import FileMode, FileSystem
 
 SECTOR = 512
 
@@ -250,6 +251,10 @@ def _apply_dir_op(entries: dict[str, int], op: _DirOp) -> None:
 class SimulatedFileSystem(FileSystem):
     """An in-memory :class:`pagewal.FileSystem` that logs operations and injects faults.
 
+    It has no symbolic links and keeps no permission bits (``mode`` arguments are accepted and
+    ignored; every file reports mode 0o644), but it refuses, as the real one does, to create a
+    temporary file where something already is (:class:`pagewal.ForeignFileError`).
+
     ``files`` is the initial (durable) content, ``{path: bytes}``; or ``model`` carries on
     from another file system's state (see :meth:`process_crash`). ``ops`` is the log of
     mutating operations. ``before_op``, if set, is called with the op count before each
@@ -297,9 +302,12 @@ class SimulatedFileSystem(FileSystem):
 
     # ---------------------------------------------------------------- FileSystem
 
-    def open_for_write(self, path: str) -> int:
+    def open_for_write(self, path: str, mode: FileMode | None = None) -> int:
         with self._lock:
             self._maybe_fail("open_for_write", path)
+            if path in self.model.current:  # O_EXCL
+                raise ForeignFileError(
+                    ((path, "a file (left over, or put there by someone else) is already there"),))
             self._log(Op("create", path))
             fd = next(self._next_fd)
             self._fds[fd] = (path, 0)
@@ -395,7 +403,7 @@ class SimulatedFileSystem(FileSystem):
             return os.stat_result((stat.S_IFREG | 0o644, self.model.current[path], 0, 1, 0, 0,
                                    size, 0, 0, 0))
 
-    def try_lock(self, path: str) -> int | None:
+    def try_lock(self, path: str, mode: FileMode | None = None) -> int | None:
         with self._lock:
             if path in self._locks:
                 return None
@@ -404,10 +412,22 @@ class SimulatedFileSystem(FileSystem):
             self._fds[fd] = (path, 0)
             return fd
 
+    def check_lock(self, handle: int, path: str) -> None:
+        with self._lock:
+            if self._fds.get(handle, ("", 0))[0] != path or path not in self._locks:
+                raise FileNotFoundError(errno.ENOENT, "the lock was released", path)
+
     def unlock(self, handle: int) -> None:
         with self._lock:
             path, _ = self._fds.pop(handle)
             self._locks.discard(path)
+
+    def real_path(self, path: str) -> str:
+        return path  # no symbolic links here
+
+    def file_mode(self, path: str) -> FileMode | None:
+        with self._lock:
+            return FileMode(0o644) if path in self.model.current else None
 
     # ---------------------------------------------------------------- internals
 
