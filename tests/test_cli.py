@@ -78,6 +78,7 @@ def test_a_bad_variable_is_one_line_and_exit_status_2(
     assert "PAGEWAL_EPOCH_INTERVAL_MS" in err and "'soon'" in err and "milliseconds" in err
 
 
+@pytest.mark.timeout(660)  # a busy machine stretches the campaign; its own timeout reports first
 def test_crash_test_quick_configuration_passes_and_prints_its_figures(tmp_path: Path) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "pagewal", "crash-test", "--seed", "5", "--dir", str(tmp_path)],
