@@ -117,6 +117,15 @@ def test_the_harness_reports_violations_for_each_broken_log(name: str) -> None:
     assert all("seed 21, crash after op" in v for v in report.violations)
 
 
+def test_the_straddling_mutant_is_caught_with_a_single_writer_and_no_help_from_timing() -> None:
+    # One writer: no other thread ever stages while it commits, so a seal can only slip in
+    # because the mutant makes it; every seed must catch it.
+    for seed in (1, 2, 3):
+        report = run_power_loss(seed=seed, threads=1, commits_per_thread=3,
+                                wal_class=MUTANTS["commit-straddles-epochs"])
+        assert report.lost > 0, report.lines()
+
+
 @pytest.mark.parametrize(("label", "faults", "must_break"), FAULT_PLANS,
                          ids=[label for label, _, _ in FAULT_PLANS])
 def test_injected_faults_fail_closed_and_keep_every_acknowledged_commit(

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import RecordingFileSystem
+from conftest import JOIN_SECONDS, Background, RecordingFileSystem, wait_until
 
 import pagewal
 from pagewal import (
@@ -174,21 +174,25 @@ def test_an_exception_inside_the_transaction_discards_its_writes(db_path: Path) 
 
 
 def test_readers_never_see_a_torn_or_partial_commit_while_checkpoints_run(
-    db_path: Path,
+    db_path: Path, background: Background
 ) -> None:
     """Each commit writes the same version to pages 0..3; a reader reading them in one
     overlay-consistent pass must never see a page go back in version, and every page it sees
     must be a whole image."""
     config = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off", checkpoint_bytes=64 << 10)
     stop = threading.Event()
+    background.release_on_exit(stop)
     problems: list[str] = []
 
     with WalPager.open(str(db_path), PAGE, config) as pager:
 
         def writer() -> None:
-            for version in range(1, 301):
-                commit(pager, {p: image(p, version) for p in range(4)}, durable=version % 2 == 0)
-            stop.set()
+            try:
+                for version in range(1, 301):
+                    commit(pager, {p: image(p, version) for p in range(4)},
+                           durable=version % 2 == 0)
+            finally:
+                stop.set()
 
         def reader() -> None:
             latest = dict.fromkeys(range(4), 0)
@@ -200,12 +204,10 @@ def test_readers_never_see_a_torn_or_partial_commit_while_checkpoints_run(
                                         f"{version}")
                     latest[page_no] = version
 
-        threads = [threading.Thread(target=writer)] + [
-            threading.Thread(target=reader) for _ in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        background.start(writer, "writer")
+        for _ in range(3):
+            background.start(reader, "reader")
+        background.join()
         assert pager.statistics().checkpoints >= 5
     assert problems == []
 
@@ -251,10 +253,11 @@ def test_checkpoint_writes_pages_into_the_data_file_and_retires_the_segments(
 
 
 def test_automatic_checkpoints_run_off_the_commit_path_and_bound_the_overlay(
-    db_path: Path, recording_fs: RecordingFileSystem
+    db_path: Path, recording_fs: RecordingFileSystem, background: Background
 ) -> None:
     config = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off", checkpoint_bytes=64 << 10)
     gate = threading.Event()
+    background.release_on_exit(gate)
     recording_fs.gate["pwritev"] = gate  # the first checkpoint stalls writing the data file
     pager = WalPager.open(str(db_path), PAGE, config, fs=recording_fs)
     done = threading.Event()
@@ -265,19 +268,17 @@ def test_automatic_checkpoints_run_off_the_commit_path_and_bound_the_overlay(
             oracle.add(commit(pager, {n: image(n, 1)}), {n: image(n, 1)})
         done.set()
 
-    thread = threading.Thread(target=writer)
-    try:
-        thread.start()
-        # The writer must block: the overlay is full and the checkpoint cannot finish.
-        assert not done.wait(1.0)
-        stats = pager.statistics()
-        assert stats.overlay_waits >= 1
-        assert stats.overlay_bytes <= stats.overlay_limit_bytes + PAGE
-        # The data file is written by the checkpointer thread, never by a committer.
-        assert recording_fs.threads["pwritev"] == ["pagewal-checkpointer"]
-    finally:
-        gate.set()
-    thread.join(timeout=60)
+    background.start(writer, "writer")
+    # The writer must come to wait: the overlay fills up and the checkpoint cannot finish.
+    assert wait_until(lambda: pager.statistics().overlay_waits >= 1)
+    assert wait_until(lambda: "pwritev" in recording_fs.threads)
+    assert not done.is_set()
+    stats = pager.statistics()
+    assert stats.overlay_bytes <= stats.overlay_limit_bytes + PAGE
+    # The data file is written by the checkpointer thread, never by a committer.
+    assert recording_fs.threads["pwritev"] == ["pagewal-checkpointer"]
+    gate.set()
+    background.join()
     assert done.is_set()
     assert pager.statistics().checkpoints >= 1
     assert_store_equals(pager, oracle.pages(), range(64))
@@ -787,82 +788,85 @@ def _store_with_page_0_checkpointed(db_path: Path, fs: _PausingFileSystem) -> Wa
 
 
 def test_a_page_the_checkpoint_is_rewriting_is_served_from_memory_not_half_written(
-    db_path: Path,
+    db_path: Path, background: Background
 ) -> None:
     fs = _PausingFileSystem(db_path)
     pager = _store_with_page_0_checkpointed(db_path, fs)
+    durable = threading.Event()
     installed = threading.Event()
+    background.release_on_exit(installed, fs.resume)
     real_install = pager._install
 
     def slow_install(commit_seq: int, pages: Sequence[tuple[int, bytes]]) -> None:
+        durable.set()  # waited durable, so the checkpoint below must write it
         installed.wait()  # a committer that has not yet installed its durable commit
         real_install(commit_seq, pages)
 
     pager._install = slow_install  # type: ignore[method-assign]
-    committer = threading.Thread(target=lambda: commit(pager, {0: image(0, 2)}))
-    committer.start()
-    checkpointer = threading.Thread(target=pager.checkpoint)
-    checkpointer.start()
-    assert fs.halfway.wait(30)  # the data file holds half of version 2 now
-    try:
-        assert version_of(pager.read(0), 0) == 2  # pinned: whole, and the durable version
-    finally:
-        fs.resume.set()
-        installed.set()
-        checkpointer.join()
-        committer.join()
+    background.start(lambda: commit(pager, {0: image(0, 2)}), "committer")
+    assert durable.wait(JOIN_SECONDS)
+    background.start(pager.checkpoint, "checkpointer")
+    assert fs.halfway.wait(JOIN_SECONDS)  # the data file holds half of version 2 now
+    assert version_of(pager.read(0), 0) == 2  # pinned: whole, and the durable version
+    fs.resume.set()
+    installed.set()
+    background.join()
     assert pager.read(0) == image(0, 2)
     pager.close()
 
 
 def test_a_reader_that_missed_the_overlay_before_a_checkpoint_rereads_its_page(
-    db_path: Path,
+    db_path: Path, background: Background
 ) -> None:
     fs = _PausingFileSystem(db_path)
     pager = _store_with_page_0_checkpointed(db_path, fs)
     gate = fs.read_gate = threading.Event()
+    background.release_on_exit(gate, fs.resume)
     seen: list[bytes] = []
-    reader = threading.Thread(target=lambda: seen.append(pager.read(0)))
-    reader.start()
-    assert fs.reading.wait(30)  # looked in the overlay (miss), about to read the data file
+    read = threading.Event()
+
+    def reader() -> None:
+        seen.append(pager.read(0))
+        read.set()
+
+    background.start(reader, "reader")
+    assert fs.reading.wait(JOIN_SECONDS)  # looked in the overlay (miss), about to read the file
     fs.read_gate = None
     # Meanwhile version 2 commits and a checkpoint gets half way through writing it.
     commit(pager, {0: image(0, 2)})
-    checkpointer = threading.Thread(target=pager.checkpoint)
-    checkpointer.start()
-    assert fs.halfway.wait(30)
-    gate.set()  # the reader reads the half-written page now
-    reader.join()
+    background.start(pager.checkpoint, "checkpointer")
+    assert fs.halfway.wait(JOIN_SECONDS)
+    gate.set()  # the reader reads the half-written page now, then looks again
+    assert read.wait(JOIN_SECONDS)  # while the checkpoint still holds the page half written
     fs.resume.set()
-    checkpointer.join()
+    background.join()
     assert len(seen) == 1
     assert version_of(seen[0], 0) == 2  # re-read from memory, never half of each version
     pager.close()
 
 
-def test_close_waits_for_a_checkpoint_another_thread_is_running(db_path: Path) -> None:
+def test_close_waits_for_a_checkpoint_another_thread_is_running(
+    db_path: Path, background: Background
+) -> None:
     fs = _PausingFileSystem(db_path)
+    background.release_on_exit(fs.resume)
     pager = _store_with_page_0_checkpointed(db_path, fs)
     commit(pager, {0: image(0, 2)})
-    errors: list[BaseException] = []
+    closed = threading.Event()
 
-    def run_checkpoint() -> None:
-        try:
-            pager.checkpoint()
-        except BaseException as error:  # reported by the assertion below
-            errors.append(error)
+    def close() -> None:
+        pager.close()
+        closed.set()
 
-    checkpointer = threading.Thread(target=run_checkpoint)
-    checkpointer.start()
-    assert fs.halfway.wait(30)
-    closer = threading.Thread(target=pager.close)
-    closer.start()
-    closer.join(0.2)
-    assert closer.is_alive()  # the data file stays open under the running checkpoint
+    background.start(pager.checkpoint, "checkpointer")
+    assert fs.halfway.wait(JOIN_SECONDS)
+    background.start(close, "closer")
+    # The closer must still be waiting (the data file stays open under the running checkpoint);
+    # a close that did not wait would usually be seen here, and never wrongly reported.
+    assert not closed.wait(0.2)
     fs.resume.set()
-    checkpointer.join()
-    closer.join()
-    assert errors == []
+    background.join()
+    assert closed.is_set()
     with WalPager.open(str(db_path), PAGE, FAST) as reopened:
         assert reopened.read(0) == image(0, 2)
         assert reopened.wal.recovery.records.size == 0  # applied at open, then released

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import RecordingFileSystem
+from conftest import JOIN_SECONDS, RecordingFileSystem
 
 import pagewal
 from pagewal import (
@@ -32,7 +32,7 @@ IDLE = WalConfig(lanes=2, epoch_interval_ms=60_000)  # only close, flush or a wa
 
 async def wait_until(condition: Callable[[], bool], what: str) -> None:
     """Yield to other tasks until ``condition()`` holds (another thread makes it true)."""
-    with trio.move_on_after(20):
+    with trio.move_on_after(JOIN_SECONDS):
         while not condition():
             await trio.sleep(0.001)
         return
@@ -43,12 +43,14 @@ async def wait_until(condition: Callable[[], bool], what: str) -> None:
 def held_fsync(recording_fs: RecordingFileSystem) -> Iterator[threading.Event]:
     """Every fsync of ``recording_fs`` waits until the returned event is set.
 
-    A safety timer sets it after 10 s, so that a test whose event loop got blocked fails on its
-    assertions instead of hanging.
+    A safety timer sets it after :data:`JOIN_SECONDS`, so that a test whose event loop got
+    blocked (waiting in the loop's own thread for the held fsync) fails on its assertions
+    instead of hanging; no correct run comes near it.
     """
     gate = threading.Event()
     recording_fs.gate["fsync"] = gate
-    safety = threading.Timer(10, gate.set)
+    safety = threading.Timer(JOIN_SECONDS, gate.set)
+    safety.daemon = True
     safety.start()
     yield gate
     safety.cancel()
@@ -416,7 +418,7 @@ async def test_one_default_thread_token_is_enough_as_the_ticker_and_close_bring_
     db_path: Path,
 ) -> None:
     trio.to_thread.current_default_thread_limiter().total_tokens = 1  # for this run only
-    with trio.fail_after(20):
+    with trio.fail_after(JOIN_SECONDS):
         async with open_wal(db_path, WalConfig(lanes=2, epoch_interval_ms=1)) as wal:
             first = await wal.submit({1: b"a"})
             second = await wal.submit({2: b"b"})

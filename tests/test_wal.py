@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RecordingFileSystem
+from conftest import RecordingFileSystem, wait_until
 
 import pagewal
 from pagewal import (
@@ -303,17 +303,11 @@ def test_backpressure_blocks_writers_instead_of_growing_memory(
             returned.set()
 
         thread = threading.Thread(target=writer)
-        # Wait (bounded) for the ticker to be inside the stalled fsync, then start writing.
-        for _ in range(1000):
-            if recording_fs.counts.get("fsync"):
-                break
-            threading.Event().wait(0.01)
+        # Wait for the ticker to be inside the stalled fsync, then start writing.
+        assert wait_until(lambda: recording_fs.counts.get("fsync"))
         assert recording_fs.counts.get("fsync") == 1
         thread.start()
-        for _ in range(1000):
-            if wal.statistics().fallbacks["backpressure"]:
-                break
-            threading.Event().wait(0.01)
+        assert wait_until(lambda: wal.statistics().fallbacks["backpressure"])
         stats = wal.statistics()
         assert stats.fallbacks["backpressure"] >= 1
         assert not returned.is_set()  # blocked: the open epoch cannot be sealed yet
@@ -407,10 +401,7 @@ def test_fsync_normal_syncs_published_segments_within_an_interval_even_when_idle
     config = WalConfig(lanes=2, epoch_interval_ms=5, fsync="normal")
     with Wal.open(db_path, config, fs=recording_fs) as wal:
         wal.commit({1: b"idle"})
-        for _ in range(1000):  # bounded wait for the ticker's own deferred fsync
-            if wal.statistics().fsync_count:
-                break
-            threading.Event().wait(0.01)
+        assert wait_until(lambda: wal.statistics().fsync_count)  # the ticker's deferred fsync
         assert wal.statistics().fsync_count == 2  # the segment and its directory
         assert recording_fs.counts.get("fsync") == 1
         assert recording_fs.counts.get("fsync_dir") == 1

@@ -284,17 +284,21 @@ def _run_child_until_killed(
                 ready.set()
         ready.set()  # the child ended (or died) before or after getting ready
 
-    reader = threading.Thread(target=read)
-    reader.start()
-    ready.wait(timeout=60)
-    if child.poll() is None:
-        time.sleep(delay)  # a random moment of the child's work; no assertion depends on it
-        child.send_signal(signal.SIGKILL)
-    child.wait()
-    reader.join()
-    stderr = child.stderr.read().decode()
-    child.stderr.close()
-    child.stdout.close()
+    reader = threading.Thread(target=read, daemon=True)
+    try:
+        reader.start()
+        ready.wait(timeout=60)  # a child slower to start is killed anyway, with fewer acks
+        if child.poll() is None:
+            time.sleep(delay)  # a random moment of the child's work; no assertion depends on it
+    finally:
+        # Whatever happened here (an interrupt, a test timeout), the child does not outlive it.
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+        child.wait()
+        reader.join()
+        stderr = child.stderr.read().decode()
+        child.stderr.close()
+        child.stdout.close()
     if child.returncode != -signal.SIGKILL:
         raise RuntimeError(f"writer child exited with {child.returncode} before it was killed:"
                            f"\n{stderr}")

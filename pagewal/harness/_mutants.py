@@ -3,7 +3,8 @@ never caught a bug proves nothing. Never use these for data."""
 
 from __future__ import annotations
 
-import time
+import threading
+from typing import Any
 
 from .._chain import RecoveryResult
 from .._checkpoint import CheckpointResult
@@ -71,21 +72,78 @@ class AcksBeforeFsync(Wal):
 
 class CommitStraddlesEpochs(Wal):
     """The seed's race: the epoch is read before the lane lock, so a seal can slip in and the
-    commit's records land in the next epoch while its ticket names the sealed one."""
+    commit's records land in the next epoch while its ticket names the sealed one.
+
+    The race is made to happen, not hoped for: a commit that finds something staged seals the
+    open epoch itself before staging (under ``_publish_lock``, as a leading committer does),
+    so its ticket names a durable epoch while its records wait in a later one. Until the first
+    such commit, a commit that finds nothing staged holds the seal of its epoch until the next
+    commit arrives, so there is always something to seal; and the epoch holding the first
+    straddling commit is not sealed until that commit is waited on, so the acknowledgement is
+    observed before the epoch carrying its records is published. No timing is involved (the
+    harness's waits time out only to go on past a held commit); :meth:`close` releases any
+    hold.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._gate = threading.Condition(threading.Lock())
+        self._held = False  # no seal may start while set
+        self._claimed = False  # a commit has begun to straddle (only the first is held)
+        self._straddler: int | None = None  # its commit_seq, once staged
+
+        super().__init__(*args, **kwargs)
 
     def _stage_parallel(self, lane: Lane, commit: Commit) -> Ticket | None:
         epoch = self._open_epoch
-        # Let the seal slip in whenever there is something to seal (a busy interpreter would
-        # do so now and then; here it happens every time, so the harness is tested reliably).
         with self._seq_lock:
             staged = self._next_seq - self._epoch_first_seq
+        first = False
         if staged:
-            self._request_seal()
-            deadline = time.monotonic() + 0.05
-            while self._open_epoch == epoch and time.monotonic() < deadline:
-                time.sleep(0.0005)
+            with self._gate:
+                first, self._claimed = not self._claimed, True
+                if first:
+                    self._held = False  # the commit held for this one may be sealed now
+                    self._gate.notify_all()
+            with self._publish_lock:  # the seal slips in between reading the epoch and staging
+                if self._open_epoch == epoch:
+                    self._seal_and_publish()
+                if first:
+                    with self._gate:
+                        self._held = True  # until this commit is waited on
+        else:
+            with self._gate:
+                if not self._claimed:
+                    self._held = True  # keep this commit staged until the next one arrives
         ticket = super()._stage_parallel(lane, commit)
+        with self._gate:
+            if first and ticket is None:  # it takes the serialized path: let the next one try
+                self._claimed = self._held = False
+                self._gate.notify_all()
+            elif first and ticket is not None:
+                self._straddler = ticket.commit_seq
         return None if ticket is None else Ticket(ticket.commit_seq, epoch)
+
+    def _seal(self) -> _SealedEpoch | None:
+        with self._gate:
+            while self._held and not self._closing:
+                self._gate.wait()
+        return super()._seal()
+
+    def wait_durable(self, ticket: Ticket, timeout: float | None = None) -> None:
+        with self._gate:
+            # A wait without a timeout could otherwise wait on its own held commit forever.
+            if ticket.commit_seq == self._straddler or (timeout is None and not self._claimed):
+                self._held = False
+                self._gate.notify_all()
+        super().wait_durable(ticket, timeout)
+
+    def close(self) -> None:
+        with self._all_lanes_locked():
+            self._closing = True  # what close sets first; set here so no hold outlives it
+        with self._gate:
+            self._held = False
+            self._gate.notify_all()
+        super().close()
 
 
 class HighWaterMarkDurability(Wal):

@@ -21,8 +21,11 @@ PAGE_RANGE = 48  # few pages, so later commits overwrite earlier ones and order 
 MAX_IMAGE = 1500
 
 
-def run_writers(writer: Callable[[int], None], threads: int, *, daemon: bool = False) -> None:
-    """Run ``writer(0) .. writer(threads - 1)`` in threads and wait for all of them."""
+def run_writers(writer: Callable[[int], None], threads: int, *, daemon: bool = True) -> None:
+    """Run ``writer(0) .. writer(threads - 1)`` in threads and wait for all of them.
+
+    Daemon threads by default: a writer wedged by a broken variant must not keep the process
+    alive after an interrupt or a test timeout abandoned the wait."""
     workers = [threading.Thread(target=writer, args=(i,), daemon=daemon) for i in range(threads)]
     for worker in workers:
         worker.start()
