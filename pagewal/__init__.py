@@ -10,6 +10,8 @@ from ._checkpoint import CheckpointResult
 from ._codec import (
     MAX_IMAGE_SIZE,
     ChainPosition,
+    CheckpointRebuild,
+    CheckpointRecord,
     DecodedSegment,
     SegmentHeader,
     decode_segment,
@@ -17,6 +19,7 @@ from ._codec import (
 from ._config import FsyncMode, Mode, WalConfig
 from ._errors import (
     BrokenLogError,
+    CheckpointMissingError,
     ClosedError,
     ConfigError,
     CorruptSegmentError,
@@ -28,7 +31,7 @@ from ._errors import (
 )
 from ._fs import FileSystem, OsFileSystem
 from ._pager import PagerStats, Transaction, WalPager
-from ._recovery import recover
+from ._recovery import rebuild_checkpoint, recover
 from ._stats import FallbackReason, Ticket, WalStats
 from ._wal import Wal
 
@@ -38,6 +41,9 @@ __all__ = [
     "MAX_IMAGE_SIZE",
     "BrokenLogError",
     "ChainPosition",
+    "CheckpointMissingError",
+    "CheckpointRebuild",
+    "CheckpointRecord",
     "CheckpointResult",
     "ClosedError",
     "ConfigError",
@@ -66,5 +72,6 @@ __all__ = [
     "WalPager",
     "WalStats",
     "decode_segment",
+    "rebuild_checkpoint",
     "recover",
 ]

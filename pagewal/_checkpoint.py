@@ -8,8 +8,9 @@ The steps, and what a crash after each one leaves (``WalPager.open`` recovers ev
    images; the segments and the old checkpoint are intact, and replaying them over the data
    file is idempotent (each page ends with its last image in canonical order).
 2. fsync the data file.
-3. Record the checkpoint (epoch, commit_seq) atomically: temporary file, fsync, rename,
-   directory fsync (DESIGN invariant 4). Crash before the rename is durable: step 1's case.
+3. Record the checkpoint (epoch, commit_seq, page size; two copies, DESIGN §4.5) atomically:
+   temporary file, fsync, rename, directory fsync (DESIGN invariant 4). Crash before the
+   rename is durable: step 1's case.
 4. Delete the applied segments, fsync the directory. Crash: recovery finds segments the
    checkpoint covers and deletes them unread.
 
@@ -26,7 +27,7 @@ import attrs
 import numpy as np
 
 from ._chain import RecoveryResult, canonical_records, latest_images
-from ._codec import ChainPosition, DecodedSegment, RecordArray
+from ._codec import ChainPosition, CheckpointRecord, DecodedSegment, RecordArray
 from ._errors import CorruptSegmentError, InvalidPageError
 from ._fs import FileSystem, write_all
 from ._recovery import LogFiles, read_segment, segment_epochs, write_checkpoint
@@ -111,7 +112,8 @@ def run_checkpoint(
     if epochs:
         if sync:
             fs.fsync(data_fd)
-        write_checkpoint(files, fs, target, sync=sync)
+        write_checkpoint(files, fs, CheckpointRecord(position=target, page_size=page_size),
+                         sync=sync)
         for epoch in epochs:
             fs.unlink(files.segment_path(epoch))
         if sync:
