@@ -24,10 +24,16 @@ from types import ModuleType
 from typing import NoReturn
 
 from ._chain import RecoveryResult
-from ._codec import ChainPosition, SegmentHeader, decode_header, decode_segment
+from ._codec import (
+    ChainPosition,
+    CheckpointRecord,
+    SegmentHeader,
+    decode_header,
+    decode_segment,
+)
 from ._config import WalConfig, config_sources, knob_variables
 from ._demo import run_demo
-from ._errors import ConfigError, CorruptSegmentError, PagewalError
+from ._errors import CheckpointMissingError, ConfigError, CorruptSegmentError, PagewalError
 from ._fs import OsFileSystem
 from ._inspect import (
     InspectReport,
@@ -37,6 +43,7 @@ from ._inspect import (
     dump_lines,
     epoch_ranges,
     list_log_files,
+    rebuild_lines,
     recovery_lines,
     segment_rows,
     unreadable_log_report,
@@ -44,7 +51,7 @@ from ._inspect import (
 )
 from ._pager import WalPager
 from ._progress import progress_bar
-from ._recovery import LogFiles, read_log, recover
+from ._recovery import LogFiles, read_log, rebuild_checkpoint, recover
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -71,6 +78,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
     return value
 
 
@@ -120,7 +137,18 @@ def _parser() -> argparse.ArgumentParser:
              "x page size), record a checkpoint and delete the applied segments")
     recover_command.add_argument(
         "--page-size", type=_positive_int, default=None,
-        help="page size for --checkpoint (default: the log's image size, else 4096)")
+        help="page size for --checkpoint (default: the recorded one, else the log's image size, "
+             "else 4096); with --rebuild-checkpoint, the page size to record")
+    recover_command.add_argument(
+        "--rebuild-checkpoint", action="store_true",
+        help="first rebuild a lost or damaged checkpoint record from the surviving segments "
+             "(the first one's prev_epoch and commit_seq_lo - 1), then recover")
+    recover_command.add_argument(
+        "--epoch", type=_non_negative_int, default=None, dest="rebuild_epoch",
+        help="with --rebuild-checkpoint and no segment to vouch: the epoch to record")
+    recover_command.add_argument(
+        "--commit-seq", type=_non_negative_int, default=None, dest="rebuild_commit_seq",
+        help="with --rebuild-checkpoint and no segment to vouch: the commit_seq to record")
     commands.add_parser(
         "bench", add_help=False,
         help="run the benchmark suite (bench.compare; source checkout only); arguments are "
@@ -231,16 +259,16 @@ def _inspect(args: argparse.Namespace) -> int:
     files, listing = _find_log(args.path)
     db_path = files.path(files.db_name)
     fs = OsFileSystem()
-    checkpoint: ChainPosition | CorruptSegmentError | None = None
+    checkpoint: CheckpointRecord | CorruptSegmentError | None = None
     chain: RecoveryResult | None = None
     with progress_bar("inspect", unit="segment") as progress:
         try:
             chain = read_log(db_path, skip_corrupt=True, fs=fs, progress=progress)
-        except CorruptSegmentError as error:  # the checkpoint file: the chain cannot start
+        except CorruptSegmentError as error:  # the checkpoint record: the chain cannot start
             checkpoint = error
         else:
             if listing.checkpoint or chain.base != ChainPosition():
-                checkpoint = chain.base
+                checkpoint = CheckpointRecord(position=chain.base, page_size=chain.page_size)
         segments: list[SegmentFile] = []
         for epoch, name in listing.segments:
             path = files.path(name)
@@ -257,7 +285,7 @@ def _inspect(args: argparse.Namespace) -> int:
     report = InspectReport(
         db_path=db_path, checkpoint=checkpoint, rows=tuple(segment_rows(chain, segments)),
         temporary=_sizes(files, listing.temporary), quarantined=_sizes(files, listing.quarantined),
-        last=chain.last if chain else None)
+        last=chain.last if chain else None, warnings=chain.warnings if chain else ())
     _print_lines(report.lines())
     return 0
 
@@ -310,9 +338,21 @@ def _dump(args: argparse.Namespace) -> int:
 def _recover(args: argparse.Namespace) -> int:
     files, _ = _find_log(args.path)
     db_path = files.path(files.db_name)
+    given = (args.rebuild_epoch, args.rebuild_commit_seq)
+    if given != (None, None) and (None in given or not args.rebuild_checkpoint):
+        raise UsageError("--epoch and --commit-seq go together, with --rebuild-checkpoint")
+    if args.rebuild_checkpoint:
+        position = None if None in given else ChainPosition(*given)
+        try:
+            rebuilt = rebuild_checkpoint(db_path, page_size=args.page_size, position=position)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        _print_lines(rebuild_lines(rebuilt))
     try:
         with progress_bar("recover", unit="segment") as progress:
             result = recover(db_path, skip_corrupt=args.skip_corrupt, progress=progress)
+    except CheckpointMissingError as error:
+        return _fail(str(error), EXIT_FAILED)
     except CorruptSegmentError as error:
         return _fail(f"{error} (--skip-corrupt keeps the valid prefix)", EXIT_FAILED)
     _print_lines(recovery_lines(db_path, result))
@@ -329,7 +369,7 @@ def _checkpoint_lines(db_path: str, result: RecoveryResult, args: argparse.Names
         raise UsageError(f"--checkpoint needs pages of one size, but the log holds images of "
                          f"{', '.join(map(str, lengths))} bytes: it was not written by a "
                          "WalPager; nothing was changed")
-    page_size = args.page_size or (int(lengths[0]) if lengths else 4096)
+    page_size = args.page_size or result.page_size or (int(lengths[0]) if lengths else 4096)
     started = time.perf_counter()
     with WalPager.open(db_path, page_size, WalConfig.from_env(),
                        skip_corrupt=args.skip_corrupt) as pager:
