@@ -98,7 +98,11 @@ def recover(
     Removes leftover ``.tmp`` files, and segments a completed checkpoint already covers.
     By default any corrupt segment or broken chain raises :class:`CorruptSegmentError`; with
     ``skip_corrupt=True`` recovery stops at the first bad segment and lists it and every later
-    one in ``result.skipped`` (files are left in place).
+    one in ``result.skipped`` (files are left in place). A checkpoint record that is missing
+    while the segments continue a log that had commits, or unreadable in both copies, raises
+    :class:`CheckpointMissingError` whatever ``skip_corrupt`` says (see
+    :func:`rebuild_checkpoint`); one damaged copy is rewritten from the other and reported in
+    ``result.warnings``.
 
     ``delete_after=True`` records a checkpoint at the end of the recovered chain and deletes the
     recovered segments, so the log continues after them. Only the returned result then holds

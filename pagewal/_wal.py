@@ -201,7 +201,8 @@ class Wal:
         The log files live beside ``db_path`` (which need not exist). ``config`` defaults to
         ``WalConfig.from_env()``. Recovery results are in :attr:`recovery`. A corrupt segment
         raises :class:`CorruptSegmentError`; with ``skip_corrupt=True`` the log continues after
-        the valid prefix and the skipped segments are renamed to ``*.corrupt``.
+        the valid prefix and the skipped segments are renamed to ``*.corrupt``. A lost
+        checkpoint record raises :class:`CheckpointMissingError` either way.
 
         ``start_ticker=False`` is for event-loop adapters such as ``pagewal.trio``: the log
         starts no ticker thread, and the caller must run :meth:`run_ticker` in a thread it owns

@@ -66,10 +66,11 @@ def test_every_public_method_and_property_has_a_docstring() -> None:
 
 
 def test_errors_form_one_hierarchy() -> None:
-    errors = [pagewal.BrokenLogError, pagewal.ClosedError, pagewal.ConfigError,
-              pagewal.CorruptSegmentError, pagewal.ImageTooLargeError,
+    errors = [pagewal.BrokenLogError, pagewal.CheckpointMissingError, pagewal.ClosedError,
+              pagewal.ConfigError, pagewal.CorruptSegmentError, pagewal.ImageTooLargeError,
               pagewal.InvalidCommitError, pagewal.InvalidPageError, pagewal.LogLockedError]
     assert all(issubclass(e, pagewal.PagewalError) for e in errors)
     assert issubclass(pagewal.ImageTooLargeError, ValueError)
     assert issubclass(pagewal.ConfigError, ValueError)
     assert issubclass(pagewal.InvalidPageError, ValueError)
+    assert issubclass(pagewal.CheckpointMissingError, pagewal.CorruptSegmentError)
