@@ -10,6 +10,8 @@ from ._checkpoint import CheckpointResult
 from ._codec import (
     MAX_IMAGE_SIZE,
     ChainPosition,
+    CheckpointRebuild,
+    CheckpointRecord,
     DecodedSegment,
     SegmentHeader,
     decode_segment,
@@ -18,6 +20,7 @@ from ._config import FsyncMode, Mode, WalConfig
 from ._errors import (
     BrokenLogError,
     CheckpointFailedError,
+    CheckpointMissingError,
     ClosedError,
     ConfigError,
     CorruptSegmentError,
@@ -32,7 +35,7 @@ from ._errors import (
 )
 from ._fs import FileMode, FileSystem, OsFileSystem
 from ._pager import PagerStats, Transaction, WalPager
-from ._recovery import recover
+from ._recovery import rebuild_checkpoint, recover
 from ._stats import FallbackReason, Ticket, WalStats
 from ._wal import Wal
 
@@ -43,6 +46,9 @@ __all__ = [
     "BrokenLogError",
     "ChainPosition",
     "CheckpointFailedError",
+    "CheckpointMissingError",
+    "CheckpointRebuild",
+    "CheckpointRecord",
     "CheckpointResult",
     "ClosedError",
     "ConfigError",
@@ -75,5 +81,6 @@ __all__ = [
     "WalPager",
     "WalStats",
     "decode_segment",
+    "rebuild_checkpoint",
     "recover",
 ]

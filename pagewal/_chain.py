@@ -78,6 +78,9 @@ class RecoveryResult:
     segments' bytes until asked for. ``base`` is the checkpoint the chain started from;
     ``last`` where it ends (the next commit is ``last.commit_seq + 1``). ``skipped`` lists what
     ``skip_corrupt`` left out (empty otherwise: any corruption raises instead).
+    ``page_size`` is the page size the checkpoint record holds (0: none recorded). ``warnings``
+    says what recovery found wrong but could make up for (a damaged copy of the checkpoint
+    record, and whether it was rewritten).
     """
 
     base: ChainPosition
@@ -88,6 +91,8 @@ class RecoveryResult:
     bytes_read: int
     records: RecordArray
     _data: tuple[memoryview, ...] = attrs.field(alias="data", repr=False)
+    page_size: int = 0
+    warnings: tuple[str, ...] = ()
 
     @property
     def last_commit_seq(self) -> int:

@@ -8,8 +8,9 @@ The steps, and what a crash after each one leaves (``WalPager.open`` recovers ev
    images; the segments and the old checkpoint are intact, and replaying them over the data
    file is idempotent (each page ends with its last image in canonical order).
 2. fsync the data file.
-3. Record the checkpoint (epoch, commit_seq) atomically: temporary file, fsync, rename,
-   directory fsync (DESIGN invariant 4). Crash before the rename is durable: step 1's case.
+3. Record the checkpoint (epoch, commit_seq, page size; two copies, DESIGN §4) atomically:
+   temporary file, fsync, rename, directory fsync (DESIGN invariant 4). Crash before the
+   rename is durable: step 1's case.
 4. Delete the applied segments (each was read and validated in step 1, or by the recovery
    that opened the log, under the log's lock), fsync the directory. Crash: recovery finds
    segments the checkpoint covers and deletes them after checking each one's header.
@@ -31,7 +32,7 @@ import attrs
 import numpy as np
 
 from ._chain import RecoveryResult, canonical_records, check_continues, latest_images
-from ._codec import ChainPosition, DecodedSegment, RecordArray
+from ._codec import ChainPosition, CheckpointRecord, DecodedSegment, RecordArray
 from ._errors import CorruptSegmentError, InvalidPageError
 from ._fs import FileSystem, write_all
 from ._recovery import (
@@ -122,7 +123,8 @@ def run_checkpoint(
     if epochs:
         if sync:
             fs.fsync(data_fd)
-        write_checkpoint(files, fs, target, sync=sync)
+        write_checkpoint(files, fs, CheckpointRecord(position=target, page_size=page_size),
+                         sync=sync)
         delete_segments(files, fs, epochs, sync=sync)
     return CheckpointResult(position=position, segments=len(epochs), pages_written=pages_written,
                             bytes_read=bytes_read, seconds=time.perf_counter() - started)

@@ -25,10 +25,22 @@ from types import ModuleType
 from typing import NoReturn
 
 from ._chain import RecoveryResult
-from ._codec import ChainPosition, SegmentHeader, decode_header, decode_segment
+from ._codec import (
+    ChainPosition,
+    CheckpointRecord,
+    SegmentHeader,
+    decode_header,
+    decode_segment,
+)
 from ._config import WalConfig, config_sources, knob_variables
 from ._demo import fresh_directory, run_demo
-from ._errors import ConfigError, CorruptSegmentError, ForeignFileError, PagewalError
+from ._errors import (
+    CheckpointMissingError,
+    ConfigError,
+    CorruptSegmentError,
+    ForeignFileError,
+    PagewalError,
+)
 from ._fs import OsFileSystem, not_a_regular_file
 from ._inspect import (
     InspectReport,
@@ -38,6 +50,7 @@ from ._inspect import (
     dump_lines,
     epoch_ranges,
     list_log_files,
+    rebuild_lines,
     recovery_lines,
     segment_rows,
     unreadable_log_report,
@@ -45,7 +58,7 @@ from ._inspect import (
 )
 from ._pager import WalPager
 from ._progress import progress_bar
-from ._recovery import LogFiles, read_log, recover, survey_log
+from ._recovery import LogFiles, read_log, rebuild_checkpoint, recover, survey_log
 
 DEMO_DIRECTORY = "pagewal-demo"
 """Where ``pagewal demo`` keeps its store when no directory is given."""
@@ -75,6 +88,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
     return value
 
 
@@ -124,7 +147,18 @@ def _parser() -> argparse.ArgumentParser:
              "x page size), record a checkpoint and delete the applied segments")
     recover_command.add_argument(
         "--page-size", type=_positive_int, default=None,
-        help="page size for --checkpoint (default: the log's image size, else 4096)")
+        help="page size for --checkpoint (default: the recorded one, else the log's image size, "
+             "else 4096); with --rebuild-checkpoint, the page size to record")
+    recover_command.add_argument(
+        "--rebuild-checkpoint", action="store_true",
+        help="first rebuild a lost or damaged checkpoint record from the surviving segments "
+             "(the first one's prev_epoch and commit_seq_lo - 1), then recover")
+    recover_command.add_argument(
+        "--epoch", type=_non_negative_int, default=None, dest="rebuild_epoch",
+        help="with --rebuild-checkpoint and no segment to vouch: the epoch to record")
+    recover_command.add_argument(
+        "--commit-seq", type=_non_negative_int, default=None, dest="rebuild_commit_seq",
+        help="with --rebuild-checkpoint and no segment to vouch: the commit_seq to record")
     commands.add_parser(
         "bench", add_help=False,
         help="run the benchmark suite (bench.compare; source checkout only); arguments are "
@@ -242,18 +276,18 @@ def _inspect(args: argparse.Namespace) -> int:
     files, listing = _find_log(args.path)
     db_path = files.path(files.db_name)
     fs = OsFileSystem()
-    checkpoint: ChainPosition | CorruptSegmentError | ForeignFileError | None = None
+    checkpoint: CheckpointRecord | CorruptSegmentError | ForeignFileError | None = None
     chain: RecoveryResult | None = None
     with progress_bar("inspect", unit="segment") as progress:
         try:
             # Files recovery would refuse are left out here and listed below.
             chain = read_log(db_path, skip_corrupt=True, fs=fs, progress=progress,
                              tolerate_foreign=True)
-        except (CorruptSegmentError, ForeignFileError) as error:  # the checkpoint file: the
+        except (CorruptSegmentError, ForeignFileError) as error:  # the checkpoint record: the
             checkpoint = error                                    # chain cannot start
         else:
             if listing.checkpoint or chain.base != ChainPosition():
-                checkpoint = chain.base
+                checkpoint = CheckpointRecord(position=chain.base, page_size=chain.page_size)
         segments: list[SegmentFile] = []
         for epoch, name in listing.segments:
             path = files.path(name)
@@ -282,12 +316,12 @@ def _inspect(args: argparse.Namespace) -> int:
         except (CorruptSegmentError, FileNotFoundError):  # reported above, or vanished
             foreign = ()
     unchecked = ("the checkpoint is not a regular file" if isinstance(checkpoint, ForeignFileError)
-                 else "the checkpoint is corrupt")
+                 else "the checkpoint record is lost")
     report = InspectReport(
         db_path=db_path, checkpoint=checkpoint,
         rows=tuple(segment_rows(chain, segments, unchecked)),
         temporary=_sizes(files, listing.temporary), quarantined=_sizes(files, listing.quarantined),
-        last=chain.last if chain else None,
+        last=chain.last if chain else None, warnings=chain.warnings if chain else (),
         foreign=tuple((os.path.basename(path), what) for path, what in foreign))
     _print_lines(report.lines())
     return 0
@@ -350,9 +384,21 @@ def _dump(args: argparse.Namespace) -> int:
 def _recover(args: argparse.Namespace) -> int:
     files, _ = _find_log(args.path)
     db_path = files.path(files.db_name)
+    given = (args.rebuild_epoch, args.rebuild_commit_seq)
+    if given != (None, None) and (None in given or not args.rebuild_checkpoint):
+        raise UsageError("--epoch and --commit-seq go together, with --rebuild-checkpoint")
+    if args.rebuild_checkpoint:
+        position = None if None in given else ChainPosition(*given)
+        try:
+            rebuilt = rebuild_checkpoint(db_path, page_size=args.page_size, position=position)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        _print_lines(rebuild_lines(rebuilt))
     try:
         with progress_bar("recover", unit="segment") as progress:
             result = recover(db_path, skip_corrupt=args.skip_corrupt, progress=progress)
+    except CheckpointMissingError as error:
+        return _fail(str(error), EXIT_FAILED)
     except CorruptSegmentError as error:
         return _fail(f"{error} (--skip-corrupt keeps the valid prefix)", EXIT_FAILED)
     _print_lines(recovery_lines(db_path, result))
@@ -369,7 +415,7 @@ def _checkpoint_lines(db_path: str, result: RecoveryResult, args: argparse.Names
         raise UsageError(f"--checkpoint needs pages of one size, but the log holds images of "
                          f"{', '.join(map(str, lengths))} bytes: it was not written by a "
                          "WalPager; nothing was changed")
-    page_size = args.page_size or (int(lengths[0]) if lengths else 4096)
+    page_size = args.page_size or result.page_size or (int(lengths[0]) if lengths else 4096)
     started = time.perf_counter()
     with WalPager.open(db_path, page_size, WalConfig.from_env(),
                        skip_corrupt=args.skip_corrupt) as pager:

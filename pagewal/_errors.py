@@ -8,6 +8,10 @@ against bad values keeps working.
 from __future__ import annotations
 
 import errno
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._codec import ChainPosition
 
 
 class PagewalError(Exception):
@@ -139,3 +143,20 @@ class CorruptSegmentError(PagewalError):
         super().__init__(f"{path}: corrupt at offset {offset}: {reason}")
 
 
+class CheckpointMissingError(CorruptSegmentError):
+    """The checkpoint record is missing, or damaged in every copy, so the log cannot tell
+    where its chain starts: the segments say they continue from a later position than an empty
+    log's, or there is no readable record to say where they start.
+
+    ``skip_corrupt`` does not help (it would restart the commit numbering and set aside
+    segments that chain correctly). ``continues_from`` is the position the first surviving
+    segment vouches for (``None`` when no segment can vouch). Rebuild the record with
+    ``pagewal recover DB --rebuild-checkpoint`` (or :func:`pagewal.rebuild_checkpoint`),
+    or restore the file from a backup.
+    """
+
+    def __init__(self, path: str, offset: int, reason: str,
+                 continues_from: ChainPosition | None = None) -> None:
+        super().__init__(path, offset, reason)
+        self.continues_from = continues_from
+        self.args = (f"{path}: {reason}",)

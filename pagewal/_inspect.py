@@ -21,14 +21,17 @@ from ._codec import (
     HEADER_SIZE,
     RECORD_FLAG_LAST,
     ChainPosition,
+    CheckpointRebuild,
+    CheckpointRecord,
     DecodedSegment,
     SegmentHeader,
     checkpoint_name,
+    describe_checkpoint,
     is_quarantined_segment_name,
     is_temp_segment_name,
     parse_segment_name,
 )
-from ._errors import CorruptSegmentError, ForeignFileError
+from ._errors import CheckpointMissingError, CorruptSegmentError, ForeignFileError
 
 # --------------------------------------------------------------------------- the directory
 
@@ -139,7 +142,7 @@ SEGMENT_HEADINGS = ("epoch", "commit_seq", "records", "bytes", "lanes", "flags",
 
 def segment_rows(
     chain: RecoveryResult | None, files: Sequence[SegmentFile],
-    unchecked: str = "the checkpoint is corrupt",
+    unchecked: str = "the checkpoint record is lost",
 ) -> list[SegmentRow]:
     """One row per segment file, its status taken from ``chain``.
 
@@ -200,25 +203,28 @@ def _breaks_chain(
 class InspectReport:
     db_path: str
     # None: no checkpoint file
-    checkpoint: ChainPosition | CorruptSegmentError | ForeignFileError | None
+    checkpoint: CheckpointRecord | CorruptSegmentError | ForeignFileError | None
     rows: tuple[SegmentRow, ...]
     temporary: tuple[tuple[str, int], ...]  # (name, size)
     quarantined: tuple[tuple[str, int], ...]
     last: ChainPosition | None  # where the valid chain ends; None when it could not be read
     foreign: tuple[tuple[str, str], ...] = ()  # (name, what): what recovery refuses to touch
+    warnings: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         lines = [f"log of {self.db_path}"]
         if self.checkpoint is None:
             lines.append("checkpoint: none")
+        elif isinstance(self.checkpoint, CheckpointMissingError):
+            lines.append(f"checkpoint: lost: {self.checkpoint.reason}")
         elif isinstance(self.checkpoint, CorruptSegmentError):
             lines.append(f"checkpoint: corrupt: offset {self.checkpoint.offset}: "
                          f"{self.checkpoint.reason}")
         elif isinstance(self.checkpoint, ForeignFileError):
             lines.append(f"checkpoint: unreadable: {self.checkpoint.files[0][1]}")
         else:
-            lines.append(f"checkpoint: epoch {self.checkpoint.epoch}, "
-                         f"commit_seq {self.checkpoint.commit_seq}")
+            lines.append(f"checkpoint: {describe_checkpoint(self.checkpoint)}")
+        lines += [f"warning: {warning}" for warning in self.warnings]
         if self.rows:
             lines += format_table(SEGMENT_HEADINGS, [row.cells() for row in self.rows],
                                   left={1, 5, 6})
@@ -287,6 +293,8 @@ class VerifyReport:
     unusable_segments: int
     error: Problem | None
     foreign: bool = False  # the problem is a file at a log name that is not the log's own
+    page_size: int = 0  # recorded in the checkpoint; 0: none
+    warnings: tuple[str, ...] = ()
 
     @property
     def valid(self) -> bool:
@@ -304,6 +312,8 @@ class VerifyReport:
             "last": _position_json(self.last),
             "unusable_segments": self.unusable_segments,
             "error": attrs.asdict(self.error) if self.error else None,
+            "page_size": self.page_size,
+            "warnings": list(self.warnings),
         }
 
     def lines(self) -> list[str]:
@@ -314,14 +324,15 @@ class VerifyReport:
         if self.commits:
             figures += f" (commit_seq {self.base.commit_seq + 1}..{self.last.commit_seq})"
         figures += f", {self.bytes:,} bytes"
+        warnings = [f"warning: {warning}" for warning in self.warnings]
         if self.error is None:
-            return [f"{self.db_path}: valid: {figures}"]
+            return [f"{self.db_path}: valid: {figures}", *warnings]
         if self.foreign:
             return [f"{self.db_path}: not verified: a file at one of its log's names is not the "
                     "log's own, so recovery refuses to start"]
         return [f"{self.db_path}: corrupt; valid prefix: {figures}; {self.unusable_segments} "
                 f"segment{_plural(self.unusable_segments)} from the first bad one on not usable "
-                "(recover --skip-corrupt keeps the prefix)"]
+                "(recover --skip-corrupt keeps the prefix)", *warnings]
 
 
 def _position_json(position: ChainPosition) -> dict[str, int]:
@@ -338,14 +349,15 @@ def verify_report(db_path: str, chain: RecoveryResult) -> VerifyReport:
         commits=chain.commit_count,
         bytes=sum(HEADER_SIZE + info.header.body_length for info in chain.segments),
         base=chain.base, last=chain.last, unusable_segments=len(chain.skipped),
-        error=Problem(first.path, first.offset, first.reason) if first else None)
+        error=Problem(first.path, first.offset, first.reason) if first else None,
+        page_size=chain.page_size, warnings=chain.warnings)
 
 
 def unreadable_log_report(
     db_path: str, error: CorruptSegmentError | ForeignFileError
 ) -> VerifyReport:
-    """A log whose chain cannot even start: its checkpoint file is corrupt, or a file at one of
-    its names is not the log's own (the first one is the problem, at offset 0)."""
+    """A log whose chain cannot even start: its checkpoint record is lost or unreadable, or a
+    file at one of its names is not the log's own (the first one is the problem, at offset 0)."""
     problem = (Problem(error.path, error.offset, error.reason)
                if isinstance(error, CorruptSegmentError)
                else Problem(error.path, 0, error.files[0][1]))
@@ -424,8 +436,10 @@ def recovery_lines(db_path: str, result: RecoveryResult) -> list[str]:
         + ("unset" if result.db_size_pages is None else f"{result.db_size_pages}"),
         f"last: epoch {result.last_epoch}, commit_seq {result.last_commit_seq}; checkpoint: "
         + (f"epoch {base.epoch}, commit_seq {base.commit_seq}" if base != ChainPosition()
-           else "none"),
+           else "none")
+        + (f", page size {result.page_size}" if result.page_size else ""),
         f"segments kept: {len(result.segments)}, bytes read: {result.bytes_read:,}",
+        *(f"warning: {warning}" for warning in result.warnings),
     ]
     if result.skipped:
         lines.append(f"skipped {len(result.skipped)} segment{_plural(len(result.skipped))} "
@@ -459,3 +473,19 @@ def format_table(
         return "  ".join(padded).rstrip()
 
     return [line(headings), *(line(row) for row in rows)]
+
+
+# --------------------------------------------------------------------------- rebuild
+
+
+def rebuild_lines(rebuild: CheckpointRebuild) -> list[str]:
+    """What ``pagewal recover --rebuild-checkpoint`` reports."""
+    record = rebuild.record
+    if not rebuild.written:
+        return [f"checkpoint {rebuild.path}: {describe_checkpoint(record)}; {rebuild.reason}"]
+    lines = [f"checkpoint rebuilt: {rebuild.path} now records {describe_checkpoint(record)}",
+             f"  why: {rebuild.reason}"]
+    if not record.page_size:
+        lines.append("  page size: not recorded; WalPager.open records the size it is next "
+                     "opened with (give --page-size N to record it now)")
+    return lines

@@ -34,21 +34,30 @@ import attrs
 
 from ._chain import RecoveryResult
 from ._checkpoint import CheckpointResult, run_checkpoint
-from ._codec import MAX_IMAGE_SIZE, MAX_PAGE_NO, RECORD_OVERHEAD, ChainPosition
+from ._codec import (
+    MAX_IMAGE_SIZE,
+    MAX_PAGE_NO,
+    RECORD_OVERHEAD,
+    ChainPosition,
+    CheckpointRecord,
+    checkpoint_name,
+)
 from ._config import FsyncMode, WalConfig
 from ._errors import (
     BrokenLogError,
     CheckpointFailedError,
+    CheckpointMissingError,
     ClosedError,
     ConfigError,
     CorruptSegmentError,
+    ForeignFileError,
     InvalidPageError,
     LogLockedError,
     PagewalError,
     ReadOnlyError,
 )
-from ._fs import FileSystem, OsFileSystem
-from ._recovery import LogFiles, read_log
+from ._fs import FileSystem, OsFileSystem, describe_file_type
+from ._recovery import LogFiles, read_log, write_checkpoint
 from ._stats import Ticket, WalStats
 from ._wal import Wal
 
@@ -147,6 +156,54 @@ def _check_page_size(page_size: object) -> int:
     return page_size
 
 
+def _record_page_size(
+    files: LogFiles, fs: FileSystem, recovery: RecoveryResult, page_size: int, names: list[str],
+    *, sync: bool,
+) -> None:
+    """Record ``page_size`` with the store (the checkpoint record, at the recovered checkpoint
+    position), so that reopening it with another size is refused.
+
+    Written before the data file is created: a crash in between leaves a record and no data
+    file, which opens as an empty store. A data file that has bytes while no checkpoint record
+    exists can only have lost its record (a checkpoint writes the data file, then the record),
+    and is refused rather than given a page size and a commit numbering it may not have.
+    """
+    data_path = files.path(files.db_name)
+    if checkpoint_name(files.db_name) not in names and files.db_name in names:
+        status = fs.lstat(data_path)  # never through a link: open refuses one, naming it
+        what = describe_file_type(status.st_mode)
+        if what is not None:
+            raise ForeignFileError(((data_path, f"{what}, not a regular file"),))
+        size = status.st_size
+        if size:
+            raise CheckpointMissingError(
+                files.checkpoint_path, 0,
+                f"the checkpoint record is missing, but the data file {data_path} holds "
+                f"{size:,} bytes of checkpointed pages: its page size and the commit numbering "
+                f"it continues are unknown. Nothing was changed; rebuild the record with "
+                f"'{files.rebuild_command} --page-size N' (and, when no segment says where the "
+                "log continues, '--epoch E --commit-seq S'; 0 and 0 if unknown)")
+    write_checkpoint(files, fs, CheckpointRecord(position=recovery.base, page_size=page_size),
+                     sync=sync)
+
+
+def _check_recovered_page_size(files: LogFiles, recovery: RecoveryResult, page_size: int) -> None:
+    """Refuse ``page_size`` unless it is the size the store recorded (if it did) and the size
+    of every image the recovered log holds (:class:`InvalidPageError` naming both)."""
+    data_path = files.path(files.db_name)
+    if recovery.page_size and recovery.page_size != page_size:
+        raise InvalidPageError(
+            f"{data_path}: the store's pages are {recovery.page_size} bytes (recorded in "
+            f"{files.checkpoint_path}), not page_size={page_size}; open it with "
+            f"page_size={recovery.page_size}")
+    lengths = sorted(set(recovery.records["image_length"].tolist()) - {page_size})
+    if lengths:
+        raise InvalidPageError(
+            f"{data_path}: the log holds images of {', '.join(map(str, lengths))} "
+            f"bytes but page_size={page_size}; open it with the page size it was "
+            "written with")
+
+
 class WalPager:
     """A page store: ``page_size``-byte pages in a data file, made durable by a :class:`Wal`.
 
@@ -219,8 +276,11 @@ class WalPager:
         Recovery runs first: the checkpoint file and the segments after it are validated, and
         the committed pages they hold are applied to the data file (a checkpoint), so the
         store holds exactly the committed pages; new commits continue the commit sequence.
-        ``config`` defaults to ``WalConfig.from_env()``. Raises :class:`InvalidPageError` for a
-        ``page_size`` that is unsupported or differs from the log's, :class:`LogLockedError`
+        ``config`` defaults to ``WalConfig.from_env()``. The page size is recorded with the
+        store (in its checkpoint record) when it is created, or first opened by this version.
+        Raises :class:`InvalidPageError` for a ``page_size`` that is unsupported or differs
+        from the recorded one or the log's, :class:`CheckpointMissingError` when the store has
+        lost its checkpoint record (rebuild it, see the message), :class:`LogLockedError`
         if the store is open elsewhere, :class:`CorruptSegmentError` for a corrupt log (with
         ``skip_corrupt=True`` the store continues after the log's valid prefix and the segments
         left out are renamed to ``*.corrupt``, as :meth:`Wal.open` does), and
@@ -263,17 +323,16 @@ class WalPager:
         try:
             recovery = wal.recovery
             data_path = files.path(files.db_name)
-            if recovery.base.commit_seq and files.db_name not in fs.listdir(files.directory):
+            _check_recovered_page_size(files, recovery, page_size)
+            names = fs.listdir(files.directory)
+            if recovery.base.commit_seq and files.db_name not in names:
                 raise CorruptSegmentError(
                     data_path, 0, f"the checkpoint says commits up to {recovery.base.commit_seq} "
                     "are in this data file, but it is missing; restore it (or move the log "
                     "files away to start empty)")
-            lengths = sorted(set(recovery.records["image_length"].tolist()) - {page_size})
-            if lengths:
-                raise InvalidPageError(
-                    f"{data_path}: the log holds images of {', '.join(map(str, lengths))} "
-                    f"bytes but page_size={page_size}; open it with the page size it was "
-                    "written with")
+            if not recovery.page_size:
+                _record_page_size(files, fs, recovery, page_size, names,
+                                  sync=config.fsync is not FsyncMode.OFF)
             data_fd = fs.open_for_update(data_path)
         except BaseException:
             wal.close()
@@ -340,12 +399,7 @@ class WalPager:
         data_fd: int | None = None
         try:
             recovery = read_log(data_path, skip_corrupt=skip_corrupt, fs=fs)
-            lengths = sorted(set(recovery.records["image_length"].tolist()) - {page_size})
-            if lengths:
-                raise InvalidPageError(
-                    f"{data_path}: the log holds images of {', '.join(map(str, lengths))} "
-                    f"bytes but page_size={page_size}; open it with the page size it was "
-                    "written with")
+            _check_recovered_page_size(files, recovery, page_size)
             try:
                 data_fd = fs.open_for_sync(data_path)  # opens it read-only, creates nothing
             except FileNotFoundError:

@@ -32,6 +32,9 @@ from ._codec import (
     QUARANTINE_SUFFIX,
     TEMP_SUFFIX,
     ChainPosition,
+    CheckpointFile,
+    CheckpointRebuild,
+    CheckpointRecord,
     DecodedSegment,
     SegmentHeader,
     checkpoint_name,
@@ -43,7 +46,7 @@ from ._codec import (
     parse_segment_name,
     segment_name,
 )
-from ._errors import CorruptSegmentError, ForeignFileError, LogLockedError
+from ._errors import CheckpointMissingError, CorruptSegmentError, ForeignFileError, LogLockedError
 from ._fs import FileMode, FileSystem, OsFileSystem, not_a_regular_file, publish_atomically
 
 _READ_ONLY_ATTEMPTS = 3
@@ -90,6 +93,15 @@ class LogFiles:
     def lock_path(self) -> str:
         return self.path(f"{self.db_name}-wal-lock")
 
+    @property
+    def checkpoint_path(self) -> str:
+        return self.path(checkpoint_name(self.db_name))
+
+    @property
+    def rebuild_command(self) -> str:
+        """The operator command that rebuilds this log's checkpoint record."""
+        return f"pagewal recover {self.path(self.db_name)} --rebuild-checkpoint"
+
 
 def recover(
     db_path: str | os.PathLike[str],
@@ -109,7 +121,10 @@ def recover(
     :class:`ForeignFileError` naming each one. By default any corrupt segment or broken chain
     raises :class:`CorruptSegmentError`; with ``skip_corrupt=True`` recovery stops at the first
     bad segment and lists it and every later one in ``result.skipped`` (files are left in
-    place).
+    place). A checkpoint record that is missing while the segments continue a log that had
+    commits, or unreadable in both copies, raises :class:`CheckpointMissingError` whatever
+    ``skip_corrupt`` says (see :func:`rebuild_checkpoint`); one damaged copy is rewritten from
+    the other and reported in ``result.warnings``.
 
     ``delete_after=True`` records a checkpoint at the end of the recovered chain and deletes the
     recovered segments, so the log continues after them. Only the returned result then holds
@@ -130,7 +145,8 @@ def recover(
     try:
         result = _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=True, progress=progress)
         if delete_after:
-            write_checkpoint(files, fs, result.last)
+            write_checkpoint(files, fs, CheckpointRecord(position=result.last,
+                                                         page_size=result.page_size))
             # Each was read and validated just now, under the lock: the log's own. A crash
             # part way leaves covered segments, which the next recovery checks and deletes.
             for info in result.segments:
@@ -199,7 +215,7 @@ def _read_chain(
     survey = survey_log(files, fs, names)
     if survey.foreign and not tolerate_foreign:
         raise ForeignFileError(survey.foreign)
-    base, chain = survey.base, survey.chain
+    checkpoint, base, chain = survey.checkpoint, survey.base, survey.chain
 
     position = base
     decoded: list[DecodedSegment] = []
@@ -214,11 +230,23 @@ def _read_chain(
                 position = ChainPosition(segment.header.epoch, segment.header.commit_seq_hi)
                 decoded.append(segment)
             except CorruptSegmentError as error:
+                if checkpoint is None and not decoded:
+                    _raise_if_checkpoint_lost(files, fs, list(chain), error)
                 if not skip_corrupt:
                     raise
                 skipped.append(SkippedSegment(error.path, error.offset, error.reason))
         if progress is not None:
             progress(done, len(chain))
+    # Everything checked out: only now is anything changed.
+    warnings: list[str] = []
+    if checkpoint is not None and checkpoint.damage is not None:
+        # DESIGN §4: one damaged copy never strands a store; the intact one is written back.
+        if tidy:
+            write_checkpoint(files, fs, checkpoint.record)
+        warnings.append(
+            f"{files.checkpoint_path}: {checkpoint.damage}; "
+            + ("both copies were rewritten from it" if tidy
+               else "the next checkpoint or open rewrites both copies"))
     removed = list(survey.removable) if tidy else []
     for path in removed:
         # A crash or an error part way leaves some of these: each is still a temporary file
@@ -232,7 +260,43 @@ def _read_chain(
         skipped=tuple(skipped), removed_temp_files=tuple(removed),
         bytes_read=sum(s.data.nbytes for s in decoded),
         records=canonical_records(decoded), data=tuple(s.data for s in decoded),
+        page_size=checkpoint.record.page_size if checkpoint else 0, warnings=tuple(warnings),
     )
+
+
+def _raise_if_checkpoint_lost(
+    files: LogFiles, fs: FileSystem, epochs: list[int], error: CorruptSegmentError
+) -> None:
+    """With no checkpoint file, the first segment failed: if its header says it continues a
+    log that had commits, the checkpoint record was lost (not the segment): raise
+    :class:`CheckpointMissingError`, which ``skip_corrupt`` does not turn into a restart."""
+    vouched = first_segment_start(files, fs, epochs)
+    if vouched is None or vouched == ChainPosition():
+        return
+    raise CheckpointMissingError(
+        files.checkpoint_path, 0,
+        f"the checkpoint record is missing, but the first segment "
+        f"{files.segment_path(epochs[0])} continues from epoch {vouched.epoch}, commit_seq "
+        f"{vouched.commit_seq}: the record was lost (those commits were checkpointed), or the "
+        f"segments before this one were. Nothing was changed (skip_corrupt would restart the "
+        f"numbering and set aside segments that chain correctly); rebuild the record with "
+        f"'{files.rebuild_command}'",
+        vouched) from error
+
+
+def first_segment_start(
+    files: LogFiles, fs: FileSystem, epochs: list[int]
+) -> ChainPosition | None:
+    """The position the first segment on disk says it continues from (its ``prev_epoch`` and
+    ``commit_seq_lo - 1``); ``None`` when there is no segment or its header is unreadable."""
+    if not epochs:
+        return None
+    path = files.segment_path(epochs[0])
+    try:
+        header = decode_header(fs.read_file(path), path)
+    except CorruptSegmentError:
+        return None
+    return ChainPosition(header.prev_epoch, header.commit_seq_lo - 1)
 
 
 def read_segment(
@@ -270,10 +334,15 @@ class LogSurvey:
     the log's own.
     """
 
-    base: ChainPosition
+    checkpoint: CheckpointFile | None
     chain: tuple[int, ...]
     removable: tuple[str, ...]
     foreign: tuple[tuple[str, str], ...]
+
+    @property
+    def base(self) -> ChainPosition:
+        """Where the chain starts: the checkpoint's position, or an empty log's."""
+        return self.checkpoint.record.position if self.checkpoint else ChainPosition()
 
 
 def survey_log(files: LogFiles, fs: FileSystem, names: list[str]) -> LogSurvey:
@@ -309,7 +378,8 @@ def survey_log(files: LogFiles, fs: FileSystem, names: list[str]) -> LogSurvey:
             foreign.append((files.path(name), what))
     if any(path == files.path(checkpoint) for path, _ in foreign):
         raise ForeignFileError(tuple(sorted(foreign)))  # the chain cannot start without it
-    base = read_checkpoint(files, fs, names)
+    checkpoint_file = read_checkpoint(files, fs, names, epochs)
+    base = checkpoint_file.record.position if checkpoint_file else ChainPosition()
     removable = [files.path(n) for n in temporary if n in regular]
     chain: list[int] = []
     for epoch in epochs:
@@ -332,7 +402,7 @@ def survey_log(files: LogFiles, fs: FileSystem, names: list[str]) -> LogSurvey:
                                   f"segment: {error.reason}"))
             continue
         removable.append(path)
-    return LogSurvey(base=base, chain=tuple(chain), removable=tuple(removable),
+    return LogSurvey(checkpoint=checkpoint_file, chain=tuple(chain), removable=tuple(removable),
                      foreign=tuple(sorted(foreign)))
 
 
@@ -341,22 +411,138 @@ def segment_epochs(files: LogFiles, names: list[str]) -> list[int]:
     return sorted(e for n in names if (e := parse_segment_name(files.db_name, n)) is not None)
 
 
-def read_checkpoint(files: LogFiles, fs: FileSystem, names: list[str]) -> ChainPosition:
-    """The checkpoint recorded among directory entries ``names``, or the empty log's position.
+def read_checkpoint(
+    files: LogFiles, fs: FileSystem, names: list[str], epochs: list[int]
+) -> CheckpointFile | None:
+    """The checkpoint file among directory entries ``names`` (``None``: there is none).
+
+    A file no copy of which is readable raises :class:`CheckpointMissingError`, naming the
+    position the first of the segments ``epochs`` continues from, if it can tell.
     """
-    name = checkpoint_name(files.db_name)
-    if name not in names:
-        return ChainPosition()
-    path = files.path(name)
-    return decode_checkpoint(fs.read_file(path), path)
+    if checkpoint_name(files.db_name) not in names:
+        return None
+    path = files.checkpoint_path
+    try:
+        return decode_checkpoint(fs.read_file(path), path)
+    except CorruptSegmentError as error:
+        vouched = first_segment_start(files, fs, epochs)
+        where = ("; no segment says where the log continues from" if vouched is None else
+                 f"; the first segment continues from epoch {vouched.epoch}, commit_seq "
+                 f"{vouched.commit_seq}")
+        raise CheckpointMissingError(
+            path, error.offset, f"the checkpoint record is unreadable at offset {error.offset}: "
+            f"{error.reason}{where}. Nothing was changed; rebuild the record with "
+            f"'{files.rebuild_command}'", vouched) from error
 
 
 def write_checkpoint(
-    files: LogFiles, fs: FileSystem, position: ChainPosition, *, sync: bool = True
+    files: LogFiles, fs: FileSystem, record: CheckpointRecord, *, sync: bool = True
 ) -> None:
-    """Record ``position`` as the checkpoint, atomically (tmp, fsync, rename, dir fsync)."""
-    publish_atomically(fs, files.directory, checkpoint_name(files.db_name), [position.encode()],
+    """Record ``record`` as the checkpoint, atomically (tmp, fsync, rename, dir fsync)."""
+    publish_atomically(fs, files.directory, checkpoint_name(files.db_name), [record.encode()],
                        sync=sync, mode=files.file_mode)
+
+
+def rebuild_checkpoint(
+    db_path: str | os.PathLike[str],
+    *,
+    page_size: int | None = None,
+    position: ChainPosition | None = None,
+    fs: FileSystem | None = None,
+) -> CheckpointRebuild:
+    """Rebuild the checkpoint record of the log of ``db_path`` from what survives.
+
+    An intact record is left alone; one with a damaged copy is rewritten from the intact
+    copy. A missing or unreadable record is rebuilt at the position the first segment on disk
+    continues from (its ``prev_epoch`` and ``commit_seq_lo - 1``), after checking that the
+    segments' headers chain among themselves. With no segment to vouch for a position, the
+    caller must give ``position`` (if segments do vouch, ``position`` must agree with them).
+    ``page_size`` is recorded if given; otherwise none is, and the next :meth:`WalPager.open`
+    records the size it is opened with. Takes the log's lock; raises :class:`LogLockedError`
+    if the log is open, :class:`CorruptSegmentError` if the segments do not chain,
+    :class:`CheckpointMissingError` when nothing vouches for a position and none was given,
+    and ``ValueError`` when ``position`` disagrees with the segments.
+    """
+    files = LogFiles.for_db(db_path)
+    fs = fs or OsFileSystem()
+    handle = fs.try_lock(files.lock_path)
+    if handle is None:
+        raise LogLockedError(f"{files.path(files.db_name)}: the log is open elsewhere; close it "
+                             "before rebuilding its checkpoint")
+    try:
+        return _rebuild(files, fs, page_size, position)
+    finally:
+        fs.unlock(handle)
+
+
+def _rebuild(
+    files: LogFiles, fs: FileSystem, page_size: int | None, position: ChainPosition | None
+) -> CheckpointRebuild:
+    names = sorted(fs.listdir(files.directory))
+    epochs = segment_epochs(files, names)
+    path = files.checkpoint_path
+    damage = "missing"
+    if checkpoint_name(files.db_name) in names:
+        try:
+            found = decode_checkpoint(fs.read_file(path), path)
+        except CorruptSegmentError as error:
+            damage = f"unreadable (offset {error.offset}: {error.reason})"
+        else:
+            if found.damage is None:
+                return CheckpointRebuild(path=path, record=found.record, written=False,
+                                         reason="the record is intact; nothing was changed")
+            write_checkpoint(files, fs, found.record)
+            return CheckpointRebuild(path=path, record=found.record, written=True,
+                                     reason=f"{found.damage}; both copies rewritten from it")
+    vouched = _chained_start(files, fs, epochs)
+    if vouched is None:
+        if position is None:
+            raise CheckpointMissingError(
+                path, 0, f"the checkpoint record is {damage} and no segment says where the log "
+                "continues from, so nothing vouches for a position: nothing was changed. Give "
+                "the position to record (--epoch E --commit-seq S; the last ones checkpointed, "
+                "or 0 and 0 for a log whose commits may restart at 1)")
+        why = f"the record was {damage}; no segment vouches for a position: recorded as given"
+    else:
+        if position is not None and position != vouched:
+            raise ValueError(
+                f"{files.path(files.db_name)}: the segments continue from epoch "
+                f"{vouched.epoch}, commit_seq {vouched.commit_seq}, not the epoch "
+                f"{position.epoch}, commit_seq {position.commit_seq} given; nothing was changed")
+        position = vouched
+        why = (f"the record was {damage}; segment {files.segment_path(epochs[0])} (the first "
+               f"of {len(epochs)}, whose headers chain) continues from epoch {position.epoch}, "
+               f"commit_seq {position.commit_seq}")
+    record = CheckpointRecord(position=position, page_size=page_size or 0)
+    write_checkpoint(files, fs, record)
+    return CheckpointRebuild(path=path, record=record, written=True, reason=why)
+
+
+def _chained_start(files: LogFiles, fs: FileSystem, epochs: list[int]) -> ChainPosition | None:
+    """Where the segments ``epochs`` continue from, once their headers are seen to chain.
+
+    Raises :class:`CorruptSegmentError` where two readable headers do not chain (a segment is
+    missing between them, or belongs to another history). Checking stops at an unreadable
+    header: what follows it is recovery's to judge (``skip_corrupt`` keeps the prefix).
+    """
+    start = first_segment_start(files, fs, epochs)
+    if start is None:
+        return None
+    position = start
+    for epoch in epochs:
+        path = files.segment_path(epoch)
+        try:
+            header = decode_header(fs.read_file(path), path)
+        except CorruptSegmentError:
+            break
+        try:
+            position = check_continues(position, header, path)
+        except CorruptSegmentError as error:
+            raise CorruptSegmentError(
+                error.path, error.offset, f"{error.reason}; the segments do not chain among "
+                "themselves, so the first cannot vouch for the checkpoint position: nothing was "
+                "changed") from None
+    return start
 
 
 def quarantine(files: LogFiles, fs: FileSystem, skipped: tuple[SkippedSegment, ...]) -> None:

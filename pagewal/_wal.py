@@ -47,6 +47,7 @@ from ._codec import (
     SEGMENT_FLAG_SERIALIZED,
     TEMP_SUFFIX,
     ChainPosition,
+    CheckpointRecord,
     Commit,
     PagesInput,
     SegmentHeader,
@@ -187,6 +188,7 @@ class Wal:
         # Guarded by _retire_lock: where the recorded checkpoint stands (see retire()).
         self._retire_lock = threading.Lock()
         self._retired = recovery.base
+        self._recorded_page_size = recovery.page_size  # kept by every record retire writes
         self._retire_refusal: str | None = None
 
         self._close_lock = threading.Lock()  # guards _close_started and _lock (None once closed)
@@ -222,8 +224,9 @@ class Wal:
         permission bits (:class:`FileMode`). ``config`` defaults to ``WalConfig.from_env()``.
         Recovery results are in :attr:`recovery`. A corrupt segment raises
         :class:`CorruptSegmentError`; with ``skip_corrupt=True`` the log continues after the
-        valid prefix and the skipped segments are renamed to ``*.corrupt``. Something that is
-        not the log's own at one of the log's names (a symbolic link, directory, fifo, ...; or
+        valid prefix and the skipped segments are renamed to ``*.corrupt``. A lost checkpoint
+        record raises :class:`CheckpointMissingError` either way. Something that is not the
+        log's own at one of the log's names (a symbolic link, directory, fifo, ...; or
         something else under the name of a segment the checkpoint covers) raises
         :class:`ForeignFileError`, whatever ``skip_corrupt`` says, and nothing is changed.
 
@@ -488,7 +491,9 @@ class Wal:
         if self._unsynced and not self._sync_published():
             self._raise_broken()
         sync = self._config.fsync is not FsyncMode.OFF
-        write_checkpoint(files, fs, position, sync=sync)
+        write_checkpoint(files, fs, CheckpointRecord(position=position,
+                                                     page_size=self._recorded_page_size),
+                         sync=sync)
         # The record is published: from now on recovery starts at it, whatever happens to the
         # deletions, so a later call must never record an earlier position.
         self._retired = position

@@ -293,6 +293,7 @@ def test_verify_json_matches_what_recovery_reads(
         "records": int(result.records.size), "commits": result.commit_count,
         "bytes": result.bytes_read, "checkpoint": {"epoch": 0, "commit_seq": 0},
         "last": {"epoch": 4, "commit_seq": 4}, "unusable_segments": 0, "error": None,
+        "page_size": 0, "warnings": [],
     }
 
 
@@ -621,3 +622,92 @@ def test_recover_checkpoint_the_file_system_refuses_prints_the_way_out_in_one_li
     assert main(["recover", str(db), "--checkpoint"]) == 0  # here the file may grow
     assert "checkpointed 2 pages of 4096 bytes" in capsys.readouterr().out
     assert db.read_bytes()[300 * 4096 :] == b"z" * 4096
+# --------------------------------------------------------------------------- checkpoint record
+
+
+def checkpoint_file(db: Path) -> Path:
+    return db.with_name(f"{db.name}-wal-checkpoint")
+
+
+def test_recover_rebuild_checkpoint_prints_what_it_wrote_and_why_after_a_lost_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 2)
+    recover(db, delete_after=True)  # checkpoint at epoch 2, commit_seq 2
+    later = build_log(db, 2, start=2)
+    checkpoint_file(db).unlink()
+
+    code, out, err = run(capsys, "recover", db)
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1
+    assert f"pagewal recover {db} --rebuild-checkpoint" in err
+    assert "epoch 2, commit_seq 2" in err and "--skip-corrupt" not in err
+
+    code, out, err = run(capsys, "recover", db, "--rebuild-checkpoint", "--page-size", "4096")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == (f"checkpoint rebuilt: {checkpoint_file(db)} now records epoch 2, "
+                        "commit_seq 2, page size 4096")
+    assert lines[1].startswith("  why: the record was missing; segment ")
+    assert f"recovered {db}" in out and "commits: 2 (commit_seq 3..4)" in out
+    assert recover(db).last.commit_seq == later[-1].commit_seq
+
+
+def test_recover_rebuild_checkpoint_without_segments_needs_epoch_and_commit_seq(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 2)
+    recover(db, delete_after=True)
+    checkpoint_file(db).unlink()
+    (tmp_path / "app.db-wal-lock").touch()  # the log's own files still name it
+
+    code, _, err = run(capsys, "recover", db, "--rebuild-checkpoint")
+    assert code == 1 and err.count("\n") == 1 and "--epoch E --commit-seq S" in err
+    code, _, err = run(capsys, "recover", db, "--epoch", "2")
+    assert code == 2 and "--rebuild-checkpoint" in err
+
+    code, out, err = run(capsys, "recover", db, "--rebuild-checkpoint", "--epoch", "2",
+                         "--commit-seq", "2")
+    assert (code, err) == (0, "")
+    assert "no segment vouches for a position: recorded as given" in out
+    assert "page size: not recorded" in out
+    assert recover(db).base.commit_seq == 2
+
+
+def test_inspect_and_verify_warn_of_a_damaged_checkpoint_copy_and_change_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 2)
+    recover(db, delete_after=True)
+    build_log(db, 1, start=2)
+    flip(checkpoint_file(db), 48 + 10)
+    before = snapshot(tmp_path)
+
+    code, out, _ = run(capsys, "inspect", db)
+    assert code == 0
+    assert "checkpoint: epoch 2, commit_seq 2, page size not recorded" in out
+    assert "warning: " in out and "copy 2" in out
+    code, out, _ = run(capsys, "verify", db, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["valid"] and len(report["warnings"]) == 1
+    assert snapshot(tmp_path) == before
+
+
+def test_inspect_of_a_log_that_lost_its_checkpoint_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    build_log(db, 2)
+    recover(db, delete_after=True)
+    build_log(db, 2, start=2)
+    checkpoint_file(db).unlink()
+
+    code, out, _ = run(capsys, "inspect", db)
+    assert code == 0
+    assert "checkpoint: lost: the checkpoint record is missing" in out
+    assert all(row.split()[-1] == "lost)" for row in table_rows(out).values())
+    code, _, err = run(capsys, "verify", db)
+    assert code == 1 and "--rebuild-checkpoint" in err

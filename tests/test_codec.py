@@ -20,10 +20,12 @@ from hypothesis import strategies as st
 from pagewal import CorruptSegmentError, ImageTooLargeError, InvalidCommitError
 from pagewal._codec import (
     ChainPosition,
+    CheckpointRecord,
     Commit,
     SegmentHeader,
     decode_checkpoint,
     decode_segment,
+    encode_checkpoint_v1,
     encode_commits,
     is_quarantined_segment_name,
     is_temp_segment_name,
@@ -894,25 +896,134 @@ def test_record_offset_and_crc_are_those_written_at_the_section_4_positions() ->
 
 
 # ----------------------------------------------------------------------------- checkpoint
+# DESIGN §4.5, version 2: two identical 48-byte copies, each
+# magic u32 | version u16 (2) | reserved u16 | log_id 16 bytes | epoch u64 | commit_seq u64 |
+# page_size u32 | CRC32C of bytes 0..44 u32.
+
+CHECKPOINT_COPY = 48
+LOG_ID = bytes(range(1, 17))
+
+positions = st.builds(ChainPosition, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+checkpoint_records = st.builds(
+    CheckpointRecord, position=positions,
+    page_size=st.sampled_from([0, 512, 1024, 4096, 8192, 65536]),
+    log_id=st.sampled_from([bytes(16), LOG_ID]) | st.binary(min_size=16, max_size=16))
+
+
+def hand_checkpoint(epoch: int, commit_seq: int, page_size: int, log_id: bytes = bytes(16),
+                    version: int = 2, magic: int = 0x5057434B) -> bytes:
+    body = struct.pack("<IHH16sQQI", magic, version, 0, log_id, epoch, commit_seq, page_size)
+    return (body + struct.pack("<I", crc32c.crc32c(body))) * 2
 
 
 @settings(max_examples=200, deadline=None)
-@given(epoch=st.integers(0, 2**64 - 1), commit_seq=st.integers(0, 2**64 - 1))
-def test_checkpoint_round_trips_any_position(epoch: int, commit_seq: int) -> None:
-    encoded = ChainPosition(epoch, commit_seq).encode()
+@given(record=checkpoint_records)
+def test_checkpoint_record_round_trips_any_position_page_size_and_log_id(
+    record: CheckpointRecord,
+) -> None:
+    encoded = record.encode()
+    assert len(encoded) == 96
+    decoded = decode_checkpoint(encoded, "ckpt")
+    assert (decoded.record, decoded.version, decoded.damage) == (record, 2, None)
+
+
+def test_checkpoint_record_is_two_identical_copies_laid_out_as_documented() -> None:
+    record = CheckpointRecord(position=ChainPosition(0x0102030405060708, 0x1112131415161718),
+                              page_size=4096, log_id=LOG_ID)
+    encoded = record.encode()
+    assert encoded == hand_checkpoint(0x0102030405060708, 0x1112131415161718, 4096, LOG_ID)
+    assert encoded[:CHECKPOINT_COPY] == encoded[CHECKPOINT_COPY:]
+
+
+@settings(max_examples=30, deadline=None)
+@given(record=checkpoint_records)
+def test_every_single_bit_flip_of_a_checkpoint_file_is_corrected_by_the_other_copy(
+    record: CheckpointRecord,
+) -> None:
+    encoded = record.encode()
+    for bit in range(len(encoded) * 8):
+        corrupted = bytearray(encoded)
+        corrupted[bit // 8] ^= 1 << (bit % 8)
+        decoded = decode_checkpoint(bytes(corrupted), "the-ckpt")
+        assert decoded.record == record
+        damaged_copy = 1 + bit // (CHECKPOINT_COPY * 8)
+        assert decoded.damage is not None and f"copy {damaged_copy} " in decoded.damage
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=checkpoint_records,
+       flips=st.lists(st.tuples(st.integers(0, 95), st.integers(1, 255)), min_size=1,
+                      max_size=6))
+def test_damaged_checkpoint_copies_never_decode_to_a_wrong_record(
+    record: CheckpointRecord, flips: list[tuple[int, int]]
+) -> None:
+    corrupted = bytearray(record.encode())
+    for offset, mask in flips:
+        corrupted[offset] ^= mask
+    try:
+        decoded = decode_checkpoint(bytes(corrupted), "the-ckpt")
+    except CorruptSegmentError as error:
+        assert error.path == "the-ckpt"
+        return
+    assert decoded.record == record
+
+
+def test_checkpoint_with_both_copies_damaged_is_rejected_naming_both() -> None:
+    corrupted = bytearray(CheckpointRecord(position=ChainPosition(3, 9)).encode())
+    corrupted[10] ^= 1
+    corrupted[CHECKPOINT_COPY + 30] ^= 1
+    with pytest.raises(CorruptSegmentError) as info:
+        decode_checkpoint(bytes(corrupted), "the-ckpt")
+    assert "both copies" in info.value.reason
+    assert "copy 1" in info.value.reason and "copy 2" in info.value.reason
+
+
+def test_checkpoint_whose_intact_copies_differ_is_rejected() -> None:
+    first = CheckpointRecord(position=ChainPosition(3, 9), page_size=4096).encode()
+    second = CheckpointRecord(position=ChainPosition(4, 10), page_size=4096).encode()
+    with pytest.raises(CorruptSegmentError) as info:
+        decode_checkpoint(first[:CHECKPOINT_COPY] + second[CHECKPOINT_COPY:], "the-ckpt")
+    assert "differ" in info.value.reason
+    assert "commit_seq 9" in info.value.reason and "commit_seq 10" in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [({"version": 1}, "version"), ({"version": 3}, "version"), ({"magic": 0x5057414C}, "magic"),
+     ({"page_size": 3000}, "page_size"), ({"page_size": 1 << 17}, "page_size")],
+    ids=["version1", "version3", "segment_magic", "page_size_not_power_of_two",
+         "page_size_too_large"])
+def test_checkpoint_copies_with_foreign_fields_are_rejected_when_checksummed(
+    fields: dict[str, int], reason: str
+) -> None:
+    values: dict[str, Any] = {"epoch": 3, "commit_seq": 9, "page_size": 4096, **fields}
+    with pytest.raises(CorruptSegmentError) as info:
+        decode_checkpoint(hand_checkpoint(**values), "the-ckpt")
+    assert reason in info.value.reason
+
+
+@settings(max_examples=100, deadline=None)
+@given(position=positions)
+def test_version_1_checkpoint_files_stay_readable_without_a_page_size(
+    position: ChainPosition,
+) -> None:
+    encoded = encode_checkpoint_v1(position)
     assert len(encoded) == 32
-    assert decode_checkpoint(encoded, "ckpt") == ChainPosition(epoch, commit_seq)
+    decoded = decode_checkpoint(encoded, "ckpt")
+    assert (decoded.record, decoded.version, decoded.damage) == (
+        CheckpointRecord(position=position), 1, None)
 
 
-def test_checkpoint_stores_fields_little_endian_with_trailing_crc32c() -> None:
-    encoded = ChainPosition(0x0102030405060708, 0x1112131415161718).encode()
+def test_version_1_checkpoint_stores_fields_little_endian_with_trailing_crc32c() -> None:
+    encoded = encode_checkpoint_v1(ChainPosition(0x0102030405060708, 0x1112131415161718))
+    assert struct.unpack_from("<IH", encoded, 0) == (0x5057434B, 1)
     assert struct.unpack_from("<Q", encoded, 8)[0] == 0x0102030405060708
     assert struct.unpack_from("<Q", encoded, 16)[0] == 0x1112131415161718
     assert struct.unpack_from("<I", encoded, 28)[0] == crc32c.crc32c(encoded[:28])
 
 
-def test_every_bit_flip_of_a_checkpoint_is_rejected() -> None:
-    encoded = ChainPosition(0x1234, 0x56789A).encode()
+def test_every_bit_flip_of_a_version_1_checkpoint_is_rejected() -> None:
+    encoded = encode_checkpoint_v1(ChainPosition(0x1234, 0x56789A))
     for bit in range(len(encoded) * 8):
         corrupted = bytearray(encoded)
         corrupted[bit // 8] ^= 1 << (bit % 8)
@@ -927,10 +1038,10 @@ def test_every_bit_flip_of_a_checkpoint_is_rejected() -> None:
     [(0, "<I", 0x5057414C), (4, "<H", 0), (4, "<H", 2), (6, "<H", 1), (24, "<I", 0x100)],
     ids=["segment_magic", "version0", "version2", "reserved_a", "reserved_b"],
 )
-def test_checkpoint_with_foreign_magic_version_or_reserved_bits_is_rejected_when_checksummed(
+def test_version_1_checkpoint_with_foreign_magic_version_or_reserved_bits_is_rejected(
     offset: int, fmt: str, value: int
 ) -> None:
-    encoded = bytearray(ChainPosition(3, 9).encode())
+    encoded = bytearray(encode_checkpoint_v1(ChainPosition(3, 9)))
     struct.pack_into(fmt, encoded, offset, value)
     struct.pack_into("<I", encoded, 28, crc32c.crc32c(bytes(encoded[:28])))
     with pytest.raises(CorruptSegmentError) as info:
@@ -938,9 +1049,9 @@ def test_checkpoint_with_foreign_magic_version_or_reserved_bits_is_rejected_when
     assert info.value.path == "the-ckpt"
 
 
-@pytest.mark.parametrize("length", [0, 1, 28, 31, 33, 64])
+@pytest.mark.parametrize("length", [0, 1, 28, 31, 33, 48, 64, 95, 97, 192])
 def test_checkpoint_of_wrong_length_is_rejected(length: int) -> None:
-    encoded = ChainPosition(3, 9).encode()
+    encoded = CheckpointRecord(position=ChainPosition(3, 9)).encode()
     data = (encoded * 2)[:length]
     with pytest.raises(CorruptSegmentError) as info:
         decode_checkpoint(data, "the-ckpt")

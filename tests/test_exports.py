@@ -66,8 +66,8 @@ def test_every_public_method_and_property_has_a_docstring() -> None:
 
 
 def test_errors_form_one_hierarchy() -> None:
-    errors = [pagewal.BrokenLogError, pagewal.ClosedError, pagewal.ConfigError,
-              pagewal.CorruptSegmentError, pagewal.ImageTooLargeError,
+    errors = [pagewal.BrokenLogError, pagewal.CheckpointMissingError, pagewal.ClosedError,
+              pagewal.ConfigError, pagewal.CorruptSegmentError, pagewal.ImageTooLargeError,
               pagewal.InvalidCommitError, pagewal.InvalidPageError, pagewal.InvalidPositionError,
               pagewal.LogLockedError, pagewal.ForeignFileError]
     assert all(issubclass(e, pagewal.PagewalError) for e in errors)
@@ -75,3 +75,4 @@ def test_errors_form_one_hierarchy() -> None:
     assert issubclass(pagewal.ConfigError, ValueError)
     assert issubclass(pagewal.InvalidPageError, ValueError)
     assert issubclass(pagewal.InvalidPositionError, ValueError)
+    assert issubclass(pagewal.CheckpointMissingError, pagewal.CorruptSegmentError)

@@ -34,7 +34,13 @@ from pagewal import (
 )
 from pagewal import _fs as fs_module
 from pagewal import _wal as wal_module
-from pagewal._codec import TEMP_SUFFIX, checkpoint_name, segment_name
+from pagewal._codec import (
+    TEMP_SUFFIX,
+    ChainPosition,
+    checkpoint_name,
+    decode_checkpoint,
+    segment_name,
+)
 from pagewal._precreate import TempFilePrecreator
 
 CONFIG = WalConfig(lanes=2, epoch_interval_ms=1)
@@ -238,7 +244,8 @@ def test_a_symlink_at_the_checkpoint_temp_name_breaks_the_pager_and_the_victim_i
         with contextlib.suppress(BrokenLogError):
             pager.close()
     assert temp.is_symlink()
-    assert not (db_path.parent / checkpoint_name(db_path.name)).exists()
+    record = db_path.parent / checkpoint_name(db_path.name)  # still the one the store began with
+    assert decode_checkpoint(record.read_bytes(), str(record)).record.position == ChainPosition()
     assert_untouched(victim)
     with pytest.raises(ForeignFileError) as refused:  # reported at open, not deleted ...
         WalPager.open(db_path, PAGE, CONFIG)

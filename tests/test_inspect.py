@@ -158,7 +158,7 @@ def test_segments_the_checkpoint_covers_are_marked_covered() -> None:
 def test_without_a_chain_every_segment_is_unchecked_and_says_why() -> None:
     rows = segment_rows(None, files(header(1, 1, 1)))
     assert rows[0].status is SegmentStatus.UNCHECKED
-    assert "checkpoint is corrupt" in rows[0].cells()[6]
+    assert "the checkpoint record is lost" in rows[0].cells()[6]
 
 
 def test_serialized_segments_are_flagged() -> None:

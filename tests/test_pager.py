@@ -18,7 +18,9 @@ from conftest import JOIN_SECONDS, Background, RecordingFileSystem, wait_until
 import pagewal
 from pagewal import (
     BrokenLogError,
+    ChainPosition,
     CheckpointFailedError,
+    CheckpointMissingError,
     ClosedError,
     ConfigError,
     CorruptSegmentError,
@@ -30,9 +32,10 @@ from pagewal import (
     Wal,
     WalConfig,
     WalPager,
+    rebuild_checkpoint,
     recover,
 )
-from pagewal._codec import checkpoint_name, parse_segment_name
+from pagewal._codec import checkpoint_name, encode_checkpoint_v1, parse_segment_name
 from pagewal._fs import FileMode
 from pagewal.harness import SimulatedFileSystem, crash_states
 from pagewal.harness._workload import run_writers
@@ -426,6 +429,93 @@ def test_a_missing_data_file_behind_a_checkpoint_is_reported_not_read_as_zeros(
     assert (db_path.parent / checkpoint_name(db_path.name)).exists()
     with pytest.raises(CorruptSegmentError, match="missing"):
         WalPager.open(str(db_path), PAGE, FAST)
+
+
+# --------------------------------------------------------------------------- page size, lost record
+
+
+def test_reopening_a_checkpointed_store_with_another_page_size_is_refused(
+    db_path: Path,
+) -> None:
+    pages = {n: bytes([ord("A") + n]) * PAGE for n in range(4)}
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        commit(pager, pages)
+        pager.checkpoint()
+
+    with pytest.raises(InvalidPageError) as info:
+        WalPager.open(str(db_path), 2 * PAGE, FAST)
+    assert "4096" in str(info.value) and "8192" in str(info.value)
+
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        assert [pager.read(n) for n in range(4)] == [pages[n] for n in range(4)]
+
+
+def test_a_new_store_records_its_page_size_before_its_data_file_exists(db_path: Path) -> None:
+    fs = RecordingFileSystem()
+    with WalPager.open(str(db_path), PAGE, DURABLE, fs=fs):
+        pass
+    checkpoint = str(db_path.parent / checkpoint_name(db_path.name))
+    published = fs.log.index(("rename", checkpoint))
+    created = fs.log.index(("open_for_update", str(db_path)))
+    assert published < created
+    assert ("fsync_dir", str(db_path.parent)) in fs.log[published:created]
+    assert recover(db_path).page_size == PAGE
+    with pytest.raises(InvalidPageError, match="4096"):
+        WalPager.open(str(db_path), 1024, FAST)
+
+
+def test_a_store_with_a_version_1_checkpoint_records_its_page_size_when_opened(
+    db_path: Path,
+) -> None:
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        commit(pager, {0: image(0, 1)})
+        pager.checkpoint()
+    checkpoint = db_path.parent / checkpoint_name(db_path.name)
+    checkpoint.write_bytes(encode_checkpoint_v1(recover(db_path).base))
+    assert recover(db_path).page_size == 0
+
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        assert version_of(pager.read(0), 0) == 1
+    assert recover(db_path).page_size == PAGE
+    with pytest.raises(InvalidPageError):
+        WalPager.open(str(db_path), 2 * PAGE, FAST)
+
+
+@pytest.mark.parametrize("skip_corrupt", [False, True], ids=["default", "skip_corrupt"])
+def test_a_store_that_lost_its_checkpoint_is_refused_until_it_is_rebuilt(
+    db_path: Path, skip_corrupt: bool
+) -> None:
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        commit(pager, {0: image(0, 1), 1: image(1, 1)})
+        pager.checkpoint()
+        commit(pager, {1: image(1, 2), 2: image(2, 2)})  # left in segments by close()
+    checkpoint = db_path.parent / checkpoint_name(db_path.name)
+    checkpoint.unlink()
+    names = sorted(os.listdir(db_path.parent))
+
+    with pytest.raises(CheckpointMissingError) as info:
+        WalPager.open(str(db_path), PAGE, FAST, skip_corrupt=skip_corrupt)
+    assert "--rebuild-checkpoint" in str(info.value)
+    assert sorted(os.listdir(db_path.parent)) == names  # nothing set aside as *.corrupt
+
+    rebuild_checkpoint(db_path, page_size=PAGE)
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        assert [version_of(pager.read(n), n) for n in range(3)] == [1, 2, 2]
+        assert commit(pager, {3: image(3, 3)}).commit_seq == 3
+
+
+def test_a_data_file_with_pages_but_no_checkpoint_record_is_refused(db_path: Path) -> None:
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        commit(pager, {0: image(0, 1)})
+        pager.checkpoint()
+    (db_path.parent / checkpoint_name(db_path.name)).unlink()
+
+    with pytest.raises(CheckpointMissingError, match="--epoch E --commit-seq S"):
+        WalPager.open(str(db_path), PAGE, FAST)
+
+    rebuild_checkpoint(db_path, page_size=PAGE, position=ChainPosition(0, 0))
+    with WalPager.open(str(db_path), PAGE, FAST) as pager:
+        assert version_of(pager.read(0), 0) == 1
 
 
 # --------------------------------------------------------------------------- sparse files

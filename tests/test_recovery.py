@@ -19,15 +19,19 @@ from hypothesis import strategies as st
 
 from pagewal import (
     ChainPosition,
+    CheckpointMissingError,
     CorruptSegmentError,
     ForeignFileError,
+    LogLockedError,
     RecoveryResult,
     Ticket,
     Wal,
     WalConfig,
     decode_segment,
+    rebuild_checkpoint,
     recover,
 )
+from pagewal._codec import CheckpointRecord, encode_checkpoint_v1
 from pagewal._recovery import read_log
 
 FAST = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off", lane_capacity_bytes=256 * 1024)
@@ -162,6 +166,11 @@ def segment_epochs(db: Path) -> list[int]:
 
 def segment_bytes_total(db: Path) -> int:
     return sum(seg_path(db, e).stat().st_size for e in segment_epochs(db))
+
+
+def record_at(position: ChainPosition, page_size: int = 0) -> bytes:
+    """The checkpoint file recording ``position`` (and ``page_size``)."""
+    return CheckpointRecord(position=position, page_size=page_size).encode()
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -484,19 +493,22 @@ def test_missing_middle_segment_with_skip_corrupt_returns_exactly_the_prefix(
     assert segment_epochs(db) == [1, 3, 4]  # skipped files are left in place
 
 
-def test_missing_first_segment_breaks_the_chain_from_the_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize("skip_corrupt", [False, True], ids=["default", "skip_corrupt"])
+def test_missing_first_segment_without_a_checkpoint_is_refused_not_restarted(
+    tmp_path: Path, skip_corrupt: bool
+) -> None:
+    # From what is on disk a lost first segment and a lost checkpoint record look the same:
+    # segment 2 continues from (1, 1). Neither may restart the numbering at 1 silently.
     db = tmp_path / "db"
     one_segment_per_commit(db, 3)
     seg_path(db, 1).unlink()
+    before = snapshot(tmp_path)
 
-    with pytest.raises(CorruptSegmentError) as info:
-        recover(db)
-    assert Path(info.value.path) == seg_path(db, 2)
-
-    result = recover(db, skip_corrupt=True)
-    assert result.records.size == 0
-    assert result.last == ChainPosition(0, 0)
-    assert [Path(s.path) for s in result.skipped] == [seg_path(db, 2), seg_path(db, 3)]
+    with pytest.raises(CheckpointMissingError) as info:
+        recover(db, skip_corrupt=skip_corrupt)
+    assert Path(info.value.path) == checkpoint_path(db)
+    assert info.value.continues_from == ChainPosition(1, 1)
+    assert snapshot(tmp_path) == before
 
 
 # --------------------------------------------------------------------------- corrupt bytes
@@ -734,7 +746,7 @@ def test_delete_after_returns_the_records_deletes_segments_and_writes_a_checkpoi
 
     assert_matches(result, oracle)
     assert segment_epochs(db) == []
-    assert checkpoint_path(db).read_bytes() == ChainPosition(3, 3).encode()
+    assert checkpoint_path(db).read_bytes() == record_at(ChainPosition(3, 3))
     # The result still serves the images although the segments are gone.
     assert result.page_images() == oracle.page_images()
 
@@ -772,7 +784,7 @@ def test_first_segment_that_does_not_continue_the_checkpoint_is_a_chain_error(
     one_segment_per_commit(db, 3)
     recover(db, delete_after=True)
     new = write_commits(db, make_commits(2, 3))
-    checkpoint_path(db).write_bytes(position.encode())
+    checkpoint_path(db).write_bytes(record_at(position))
 
     with pytest.raises(CorruptSegmentError) as info:
         recover(db)
@@ -834,7 +846,7 @@ def test_delete_after_on_a_checkpointed_log_advances_the_checkpoint(tmp_path: Pa
     result = recover(db, delete_after=True)
 
     assert_matches(result, new, base=ChainPosition(2, 2))
-    assert checkpoint_path(db).read_bytes() == ChainPosition(4, 4).encode()
+    assert checkpoint_path(db).read_bytes() == record_at(ChainPosition(4, 4))
     assert segment_epochs(db) == []
 
 
@@ -851,26 +863,216 @@ CHECKPOINT_DAMAGE: list[tuple[str, Callable[[bytes], bytes]]] = [
 ]
 
 
+@pytest.mark.parametrize("version", [1, 2], ids=["v1", "v2-both-copies"])
 @pytest.mark.parametrize("skip_corrupt", [False, True], ids=["default", "skip_corrupt"])
 @pytest.mark.parametrize(
     "damage", [d for _, d in CHECKPOINT_DAMAGE], ids=[n for n, _ in CHECKPOINT_DAMAGE])
-def test_corrupt_checkpoint_raises_and_deletes_nothing(
-    tmp_path: Path, damage: Callable[[bytes], bytes], skip_corrupt: bool
+def test_unreadable_checkpoint_raises_naming_the_rebuild_command_and_deletes_nothing(
+    tmp_path: Path, damage: Callable[[bytes], bytes], skip_corrupt: bool, version: int
 ) -> None:
     db = tmp_path / "db"
     one_segment_per_commit(db, 2)
     recover(db, delete_after=True)
     write_commits(db, make_commits(2, 2))
     checkpoint = checkpoint_path(db)
-    checkpoint.write_bytes(damage(checkpoint.read_bytes()))
+    if version == 1:
+        checkpoint.write_bytes(damage(encode_checkpoint_v1(ChainPosition(2, 2))))
+    else:
+        intact = checkpoint.read_bytes()
+        checkpoint.write_bytes(damage(intact[:48]) + damage(intact[48:]))
+    before = snapshot(tmp_path)
+
+    with pytest.raises(CheckpointMissingError) as info:
+        recover(db, skip_corrupt=skip_corrupt)
+    assert Path(info.value.path) == checkpoint
+    assert f"pagewal recover {db} --rebuild-checkpoint" in str(info.value)
+    assert info.value.continues_from == ChainPosition(2, 2)
+    with pytest.raises(CheckpointMissingError):
+        Wal.open(db, FAST, skip_corrupt=skip_corrupt)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("skip_corrupt", [False, True], ids=["default", "skip_corrupt"])
+def test_a_deleted_checkpoint_is_refused_never_quarantining_segments_or_restarting_numbering(
+    tmp_path: Path, skip_corrupt: bool
+) -> None:
+    db = tmp_path / "db"
+    one_segment_per_commit(db, 2)
+    recover(db, delete_after=True)
+    write_commits(db, make_commits(2, 2))
+    checkpoint_path(db).unlink()
+    before = snapshot(tmp_path)
+
+    with pytest.raises(CheckpointMissingError) as info:
+        recover(db, skip_corrupt=skip_corrupt)
+    assert info.value.continues_from == ChainPosition(2, 2)
+    message = str(info.value)
+    assert "missing" in message and "epoch 2, commit_seq 2" in message
+    assert f"pagewal recover {db} --rebuild-checkpoint" in message
+    with pytest.raises(CheckpointMissingError):
+        Wal.open(db, FAST, skip_corrupt=skip_corrupt)
+    with pytest.raises(CheckpointMissingError):
+        read_log(db, skip_corrupt=True)
+    assert snapshot(tmp_path) == before  # nothing renamed to *.corrupt, nothing deleted
+
+
+def test_a_log_without_checkpoint_whose_first_segment_is_corrupt_still_skips_as_before(
+    tmp_path: Path,
+) -> None:
+    # The first segment continues from (0, 0): nothing was ever checkpointed, so skipping it
+    # restarts nothing that existed.
+    db = tmp_path / "db"
+    one_segment_per_commit(db, 2)
+    flip(seg_path(db, 1), 100)
+    result = recover(db, skip_corrupt=True)
+    assert result.last == ChainPosition(0, 0)
+    assert [Path(s.path) for s in result.skipped] == [seg_path(db, 1), seg_path(db, 2)]
+
+
+@pytest.mark.parametrize("copy", [0, 1], ids=["first-copy", "second-copy"])
+def test_one_damaged_checkpoint_copy_is_reported_and_rewritten_when_the_log_is_recovered(
+    tmp_path: Path, copy: int
+) -> None:
+    db = tmp_path / "db"
+    one_segment_per_commit(db, 2)
+    recover(db, delete_after=True)
+    more = write_commits(db, make_commits(2, 2))
+    intact = checkpoint_path(db).read_bytes()
+    flip(checkpoint_path(db), copy * 48 + 20)
+    damaged = checkpoint_path(db).read_bytes()
+
+    read_only = read_log(db)
+    assert_matches(read_only, more, base=ChainPosition(2, 2))
+    assert len(read_only.warnings) == 1
+    assert f"copy {copy + 1} " in read_only.warnings[0]
+    assert "the next checkpoint or open rewrites" in read_only.warnings[0]
+    assert checkpoint_path(db).read_bytes() == damaged  # read_log changes nothing
+
+    result = recover(db)
+    assert_matches(result, more, base=ChainPosition(2, 2))
+    assert "rewritten" in result.warnings[0]
+    assert checkpoint_path(db).read_bytes() == intact
+    assert recover(db).warnings == ()
+
+
+def test_a_version_1_checkpoint_is_read_and_kept_without_a_page_size(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    one_segment_per_commit(db, 2)
+    recover(db, delete_after=True)
+    more = write_commits(db, make_commits(2, 2))
+    checkpoint_path(db).write_bytes(encode_checkpoint_v1(ChainPosition(2, 2)))
+
+    result = recover(db)
+    assert_matches(result, more, base=ChainPosition(2, 2))
+    assert (result.page_size, result.warnings) == (0, ())
+
+
+def test_delete_after_keeps_the_page_size_the_checkpoint_records(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    one_segment_per_commit(db, 2)
+    checkpoint_path(db).write_bytes(record_at(ChainPosition(), page_size=4096))
+    recover(db, delete_after=True)
+    assert checkpoint_path(db).read_bytes() == record_at(ChainPosition(2, 2), page_size=4096)
+
+
+# --------------------------------------------------------------------------- rebuilding
+
+
+def checkpointed_log_with_later_segments(db: Path) -> Oracle:
+    """Commits 1..2 checkpointed (as if applied to a data file), 3..5 in segments 3..5."""
+    one_segment_per_commit(db, 2)
+    recover(db, delete_after=True)
+    return write_commits(db, make_commits(3, 2))
+
+
+@pytest.mark.parametrize("loss", ["deleted", "both-copies-damaged"])
+def test_rebuild_records_where_the_first_segment_continues_from_and_the_log_reopens(
+    tmp_path: Path, loss: str
+) -> None:
+    db = tmp_path / "db"
+    more = checkpointed_log_with_later_segments(db)
+    if loss == "deleted":
+        checkpoint_path(db).unlink()
+    else:
+        flip(checkpoint_path(db), 30)
+        flip(checkpoint_path(db), 48 + 30)
+
+    rebuilt = rebuild_checkpoint(db)
+
+    assert rebuilt.written
+    assert rebuilt.record == CheckpointRecord(position=ChainPosition(2, 2))
+    assert str(seg_path(db, 3)) in rebuilt.reason and "epoch 2, commit_seq 2" in rebuilt.reason
+    assert checkpoint_path(db).read_bytes() == record_at(ChainPosition(2, 2))
+    assert_matches(recover(db), more, base=ChainPosition(2, 2))
+    with Wal.open(db, FAST) as wal:
+        assert wal.commit([(1, b"next")]).commit_seq == 6
+
+
+def test_rebuild_records_the_page_size_it_is_given(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    checkpointed_log_with_later_segments(db)
+    checkpoint_path(db).unlink()
+    rebuilt = rebuild_checkpoint(db, page_size=4096)
+    assert rebuilt.record == CheckpointRecord(position=ChainPosition(2, 2), page_size=4096)
+    assert recover(db).page_size == 4096
+
+
+def test_rebuild_refuses_segments_that_do_not_chain_among_themselves(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    checkpointed_log_with_later_segments(db)
+    checkpoint_path(db).unlink()
+    seg_path(db, 4).unlink()
     before = snapshot(tmp_path)
 
     with pytest.raises(CorruptSegmentError) as info:
-        recover(db, skip_corrupt=skip_corrupt)
-    assert Path(info.value.path) == checkpoint
-    with pytest.raises(CorruptSegmentError):
-        Wal.open(db, FAST, skip_corrupt=skip_corrupt)
+        rebuild_checkpoint(db)
+    assert Path(info.value.path) == seg_path(db, 5)
+    assert "do not chain among themselves" in info.value.reason
     assert snapshot(tmp_path) == before
+
+
+def test_rebuild_with_no_segment_to_vouch_needs_an_explicit_position(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    one_segment_per_commit(db, 2)
+    recover(db, delete_after=True)
+    checkpoint_path(db).unlink()
+
+    with pytest.raises(CheckpointMissingError, match="nothing vouches"):
+        rebuild_checkpoint(db)
+    assert not checkpoint_path(db).exists()
+
+    rebuilt = rebuild_checkpoint(db, position=ChainPosition(2, 2), page_size=4096)
+    assert "recorded as given" in rebuilt.reason
+    assert recover(db).base == ChainPosition(2, 2)
+
+
+def test_rebuild_refuses_a_position_the_segments_contradict(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    checkpointed_log_with_later_segments(db)
+    checkpoint_path(db).unlink()
+    with pytest.raises(ValueError, match="continue from epoch 2, commit_seq 2"):
+        rebuild_checkpoint(db, position=ChainPosition(1, 1))
+    assert not checkpoint_path(db).exists()
+
+
+def test_rebuild_leaves_an_intact_record_alone_and_repairs_a_damaged_copy(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "db"
+    checkpointed_log_with_later_segments(db)
+    intact = checkpoint_path(db).read_bytes()
+
+    assert not rebuild_checkpoint(db).written
+    flip(checkpoint_path(db), 60)
+    repaired = rebuild_checkpoint(db)
+    assert repaired.written and "copy 2" in repaired.reason
+    assert checkpoint_path(db).read_bytes() == intact
+
+
+def test_rebuild_refuses_while_the_log_is_open(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    with Wal.open(db, FAST), pytest.raises(LogLockedError):
+        rebuild_checkpoint(db)
 
 
 # --------------------------------------------------------------------------- unrelated files

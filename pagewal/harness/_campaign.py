@@ -39,8 +39,10 @@ FAULT_PLANS: tuple[tuple[str, tuple[Fault, ...], bool], ...] = (
 PAGER_FAULT_PLANS: tuple[tuple[str, tuple[Fault, ...], bool], ...] = (
     ("pager: EIO on the 1st data file write", (Fault("pwritev", 1, path=".db"),), True),
     ("pager: EIO on the 2nd data file fsync", (Fault("fsync", 2, path=".db"),), True),
-    ("pager: EIO on the 1st checkpoint file fsync",
-     (Fault("fsync", 1, path="-wal-checkpoint.tmp"),), True),
+    # The 1st checkpoint file records the page size when the store is created; the 2nd is
+    # the first checkpoint's.
+    ("pager: EIO on the 2nd checkpoint file fsync",
+     (Fault("fsync", 2, path="-wal-checkpoint.tmp"),), True),
     ("pager: EIO deleting the 2nd applied segment", (Fault("unlink", 2),), True),
     ("pager: short data file writes (must be completed, not fail)",
      (Fault("pwritev", 1, short_write=True, repeat=True),), False),
