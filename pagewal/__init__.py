@@ -28,7 +28,7 @@ from ._errors import (
 )
 from ._fs import FileSystem, OsFileSystem
 from ._pager import PagerStats, Transaction, WalPager
-from ._recovery import recover
+from ._recovery import read_log, recover
 from ._stats import FallbackReason, Ticket, WalStats
 from ._wal import Wal
 
@@ -66,5 +66,6 @@ __all__ = [
     "WalPager",
     "WalStats",
     "decode_segment",
+    "read_log",
     "recover",
 ]

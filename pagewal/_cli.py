@@ -23,6 +23,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
 
+import numpy as np
+
 from ._chain import RecoveryResult
 from ._codec import ChainPosition, SegmentHeader, decode_header, decode_segment
 from ._config import WalConfig, config_sources, knob_variables
@@ -235,7 +237,8 @@ def _inspect(args: argparse.Namespace) -> int:
     chain: RecoveryResult | None = None
     with progress_bar("inspect", unit="segment") as progress:
         try:
-            chain = read_log(db_path, skip_corrupt=True, fs=fs, progress=progress)
+            chain = read_log(db_path, skip_corrupt=True, keep_records=False, fs=fs,
+                             progress=progress)
         except CorruptSegmentError as error:  # the checkpoint file: the chain cannot start
             checkpoint = error
         else:
@@ -279,8 +282,10 @@ def _verify(args: argparse.Namespace) -> int:
         try:
             # Read-only and lock-free (safe beside a live writer), through the same loop as
             # recovery; skip_corrupt so the valid prefix is measured too.
+            # keep_records=False: the report needs the chain, not the records, so memory
+            # stays that of the largest segment, not of the log.
             report = verify_report(db_path, read_log(db_path, skip_corrupt=True,
-                                                     progress=progress))
+                                                     keep_records=False, progress=progress))
         except CorruptSegmentError as error:  # the checkpoint file: the chain cannot start
             report = unreadable_log_report(db_path, error)
     if args.json:
@@ -324,7 +329,7 @@ def _recover(args: argparse.Namespace) -> int:
 def _checkpoint_lines(db_path: str, result: RecoveryResult, args: argparse.Namespace) -> list[str]:
     """``recover --checkpoint``: open the store as a pager, which applies the log and retires
     the applied segments (``skip_corrupt`` quarantines what recovery left out)."""
-    lengths = sorted(set(result.records["image_length"].tolist()))
+    lengths = np.unique(result.records["image_length"]).tolist()
     if len(lengths) > 1:
         raise UsageError(f"--checkpoint needs pages of one size, but the log holds images of "
                          f"{', '.join(map(str, lengths))} bytes: it was not written by a "

@@ -11,6 +11,7 @@ and the read-only :func:`read_log` (``pagewal verify`` and ``inspect``) all go t
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 from collections.abc import Callable
@@ -22,14 +23,15 @@ from ._chain import (
     RecoveryResult,
     SegmentInfo,
     SkippedSegment,
-    canonical_records,
     check_continues,
+    merge_indexes,
 )
 from ._codec import (
     QUARANTINE_SUFFIX,
     TEMP_SUFFIX,
     ChainPosition,
     DecodedSegment,
+    RecordArray,
     checkpoint_name,
     decode_checkpoint,
     decode_segment,
@@ -41,6 +43,10 @@ from ._errors import CorruptSegmentError, LogLockedError
 from ._fs import FileSystem, OsFileSystem, publish_atomically
 
 _READ_ONLY_ATTEMPTS = 3
+
+READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+"""Errors meaning "this file system (or directory) may not be changed by us": recovery then
+reads without tidying, and says what it left."""
 
 Progress: TypeAlias = Callable[[int, int], None]
 """``progress(done, total)``: called after each step of a long operation (here: after each
@@ -92,19 +98,40 @@ def recover(
     those commits: use it when the caller has already made the pages durable elsewhere, or is
     discarding the log.
 
-    When another process has the log open, recovery reads what is published and changes
-    nothing (as :func:`read_log` does). ``progress(done, total)`` is called after each segment.
+    When another process has the log open, or the lock file cannot be created (a read-only
+    file system or directory), recovery reads what is published and changes nothing, as
+    :func:`read_log` does, and says why in ``result.read_only_reason``; leftovers it could not
+    remove are listed in ``result.not_removed``. ``progress(done, total)`` is called after each
+    segment.
+
+    Memory: the bytes read (``result.bytes_read``; files of 1 MiB or more are mapped) plus 43
+    bytes per record kept; while it runs, one segment's own index (39 bytes per record) and
+    sort scratch (16 bytes per record) come and go besides. Peak: at most about 3 times the
+    bytes read, for the smallest possible records (1-byte images, 41 bytes each); about 1.02
+    times for 4 KiB pages. :meth:`RecoveryResult.page_images` adds its dict.
     """
     files = LogFiles.for_db(db_path)
     fs = fs or OsFileSystem()
-    handle = fs.try_lock(files.lock_path)
+    try:
+        handle = fs.try_lock(files.lock_path)
+    except OSError as error:
+        if error.errno not in READ_ONLY_ERRNOS or delete_after:
+            raise
+        return attrs.evolve(
+            _read_unlocked(files, fs, skip_corrupt=skip_corrupt, progress=progress),
+            read_only_reason=f"could not create or lock {files.lock_path} ({error.strerror}); "
+            "read without the lock, changing nothing")
     if handle is None:
         if delete_after:
             raise LogLockedError(f"{files.path(files.db_name)}: the log is open elsewhere; "
                                  "close it before recovering with delete_after=True")
-        return _read_unlocked(files, fs, skip_corrupt=skip_corrupt, progress=progress)
+        return attrs.evolve(
+            _read_unlocked(files, fs, skip_corrupt=skip_corrupt, progress=progress),
+            read_only_reason=f"the log is open elsewhere (lock {files.lock_path} is held); "
+            "read what it has published, changing nothing")
     try:
-        result = _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=True, progress=progress)
+        result = _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=True,
+                             read_only_ok=not delete_after, progress=progress)
         if delete_after:
             write_checkpoint(files, fs, result.last)
             for info in result.segments:
@@ -119,28 +146,37 @@ def read_log(
     db_path: str | os.PathLike[str],
     *,
     skip_corrupt: bool = False,
+    keep_records: bool = True,
     fs: FileSystem | None = None,
     progress: Progress | None = None,
 ) -> RecoveryResult:
     """Validate the log of ``db_path`` exactly as :func:`recover` does, changing nothing.
 
-    Takes no lock and creates, deletes or renames no file, so it is safe beside a live writer:
-    temporary files and segments a checkpoint covers are ignored, not removed. A missing
-    directory raises :class:`FileNotFoundError`.
+    Takes no lock and creates, deletes or renames no file, so it is safe beside a live writer
+    and on a read-only file system: temporary files and segments a checkpoint covers are
+    ignored and listed in ``result.not_removed``. A missing directory raises
+    :class:`FileNotFoundError`.
+
+    ``keep_records=False`` validates every segment and reports the chain (``segments``,
+    ``skipped``, ``base``, ``last``, ``bytes_read``) but keeps no records or bytes, so its
+    memory is that of the largest segment (its bytes and 39 bytes per record), not of the log:
+    what ``pagewal verify`` and ``inspect`` use.
     """
     return _read_unlocked(LogFiles.for_db(db_path), fs or OsFileSystem(),
-                          skip_corrupt=skip_corrupt, progress=progress)
+                          skip_corrupt=skip_corrupt, progress=progress,
+                          keep_records=keep_records)
 
 
 def _read_unlocked(
-    files: LogFiles, fs: FileSystem, *, skip_corrupt: bool, progress: Progress | None
+    files: LogFiles, fs: FileSystem, *, skip_corrupt: bool, progress: Progress | None,
+    keep_records: bool = True,
 ) -> RecoveryResult:
     """Read a log someone else may be writing: list again if a segment vanishes meanwhile (a
     checkpoint deleted what it covers)."""
     for attempt in range(1, _READ_ONLY_ATTEMPTS + 1):
         try:
             return _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=False,
-                               progress=progress)
+                               progress=progress, keep_records=keep_records)
         except FileNotFoundError as error:
             if error.filename == files.directory:
                 raise  # no directory at all: nothing vanished, there is no log here
@@ -153,29 +189,48 @@ def _read_unlocked(
 
 def _read_chain(
     files: LogFiles, fs: FileSystem, *, skip_corrupt: bool, tidy: bool,
-    progress: Progress | None = None,
+    progress: Progress | None = None, keep_records: bool = True, read_only_ok: bool = False,
 ) -> RecoveryResult:
     """Read and validate the chain. ``tidy`` (only while holding the log's lock) also deletes
-    temporary files and segments the checkpoint already covers."""
+    temporary files and segments the checkpoint already covers; with ``read_only_ok`` a file
+    system that refuses (read-only, no permission) leaves them listed in ``not_removed``.
+    ``keep_records=False`` validates every segment but keeps no records or bytes.
+
+    Memory: the segments' bytes (mapped, or read for files under 1 MiB) and the canonical
+    index of 43 bytes per record are kept; while a segment is decoded its own index (39 bytes
+    per record) and, if its lanes need sorting, ~16 bytes per record more exist beside them.
+    """
     names = sorted(fs.listdir(files.directory))
     base = read_checkpoint(files, fs, names)
     epochs = segment_epochs(files, names)
+    checkpoint_temp = checkpoint_name(files.db_name) + TEMP_SUFFIX
+    leftovers = [files.path(n) for n in names
+                 if is_temp_segment_name(files.db_name, n) or n == checkpoint_temp]
+    # A checkpoint interrupted after recording itself leaves segments it covers: already
+    # applied, so they are deleted rather than read.
+    leftovers += [files.segment_path(e) for e in epochs if e <= base.epoch]
     removed: list[str] = []
+    not_removed = leftovers
     if tidy:
-        checkpoint_temp = checkpoint_name(files.db_name) + TEMP_SUFFIX
-        removed = [files.path(n) for n in names
-                   if is_temp_segment_name(files.db_name, n) or n == checkpoint_temp]
-        # A checkpoint interrupted after recording itself leaves segments it covers: already
-        # applied, so they are deleted rather than read.
-        removed += [files.segment_path(e) for e in epochs if e <= base.epoch]
-        for path in removed:
-            fs.unlink(path)
+        not_removed = []
+        for path in leftovers:
+            try:
+                fs.unlink(path)
+            except OSError as error:
+                if not (read_only_ok and error.errno in READ_ONLY_ERRNOS):
+                    raise
+                not_removed.append(path)
+            else:
+                removed.append(path)
         if removed:
             fs.fsync_dir(files.directory)
 
     position = base
-    decoded: list[DecodedSegment] = []
+    infos: list[SegmentInfo] = []
+    indexes: list[RecordArray] = []
+    data: list[memoryview] = []
     skipped: list[SkippedSegment] = []
+    bytes_read = 0
     chain = [e for e in epochs if e > base.epoch]
     for done, epoch in enumerate(chain, 1):
         if skipped:
@@ -184,20 +239,24 @@ def _read_chain(
         else:
             try:
                 segment = read_segment(files, fs, epoch, position)
-                position = ChainPosition(segment.header.epoch, segment.header.commit_seq_hi)
-                decoded.append(segment)
             except CorruptSegmentError as error:
                 if not skip_corrupt:
                     raise
                 skipped.append(SkippedSegment(error.path, error.offset, error.reason))
+            else:
+                position = ChainPosition(segment.header.epoch, segment.header.commit_seq_hi)
+                infos.append(SegmentInfo(segment.path, segment.header))
+                bytes_read += segment.data.nbytes
+                if keep_records:
+                    indexes.append(segment.records)
+                    data.append(segment.data)
+                del segment  # without keep_records, its bytes and index go now
         if progress is not None:
             progress(done, len(chain))
     return RecoveryResult(
-        base=base, last=position,
-        segments=tuple(SegmentInfo(s.path, s.header) for s in decoded),
-        skipped=tuple(skipped), removed_temp_files=tuple(removed),
-        bytes_read=sum(s.data.nbytes for s in decoded),
-        records=canonical_records(decoded), data=tuple(s.data for s in decoded),
+        base=base, last=position, segments=tuple(infos), skipped=tuple(skipped),
+        removed_temp_files=tuple(removed), bytes_read=bytes_read,
+        records=merge_indexes(indexes), data=tuple(data), not_removed=tuple(not_removed),
     )
 
 

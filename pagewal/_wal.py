@@ -42,6 +42,7 @@ import attrs
 from ._chain import RecoveryResult, first_difference
 from ._codec import (
     HEADER_SIZE,
+    MAX_POSITION,
     SEGMENT_FLAG_SERIALIZED,
     TEMP_SUFFIX,
     ChainPosition,
@@ -707,6 +708,13 @@ class Wal:
         with self._all_lanes_locked():
             lo, hi = self._epoch_first_seq, self._next_seq - 1
             if hi < lo:
+                return None
+            if max(self._open_epoch, hi) > MAX_POSITION:
+                # Never write a number a reader rejects (reachable only from a crafted log:
+                # recovery accepts at most MAX_POSITION, 2**63 numbers short of the u64 end).
+                self._break(f"epoch {self._open_epoch} (commits {lo}..{hi}) leaves no room to "
+                            f"continue the log past {MAX_POSITION}; nothing of it was written",
+                            OverflowError("commit_seq or epoch beyond 2**63-1"))
                 return None
             snapshots = [lane.swap() for lane in self._lanes]
             serial_chunks, serial_records = self._serial_chunks, self._serial_records
