@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
+import math
 import os
 import threading
 import time
@@ -56,7 +57,13 @@ from ._codec import (
     segment_name,
 )
 from ._config import FsyncMode, Mode, WalConfig
-from ._errors import BrokenLogError, ClosedError, CorruptSegmentError, LogLockedError
+from ._errors import (
+    BrokenLogError,
+    ClosedError,
+    ConfigError,
+    CorruptSegmentError,
+    LogLockedError,
+)
 from ._fs import FileSystem, OsFileSystem, PublishTimes, publish_atomically, sync_files
 from ._lanes import Lane, detached
 from ._precreate import TempFilePrecreator
@@ -74,6 +81,17 @@ def _close_open_logs() -> None:  # pragma: no cover - runs at interpreter exit
     for wal in list(_OPEN_LOGS):
         with contextlib.suppress(Exception):
             wal.close()
+
+
+def _checked_timeout(timeout: float | None) -> float | None:
+    """A wait's ``timeout`` as seconds, or None for no limit (``None`` or infinity)."""
+    if timeout is None:
+        return None
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or math.isnan(timeout) or timeout < 0):
+        raise ConfigError("timeout", timeout,
+                          "None, or a number of seconds >= 0 (math.inf waits without limit)")
+    return None if math.isinf(timeout) else float(timeout)
 
 
 @attrs.frozen(eq=False)
@@ -300,7 +318,11 @@ class Wal:
         durable: bool = True,
         timeout: float | None = None,
     ) -> Ticket:
-        """Stage a commit and (unless ``durable=False``) wait until it is durable."""
+        """Stage a commit and (unless ``durable=False``) wait until it is durable.
+
+        ``timeout`` is that of :meth:`wait_durable`, checked before anything is staged.
+        """
+        timeout = _checked_timeout(timeout)
         ticket = self.submit(pages, db_size_pages=db_size_pages, txn_id=txn_id)
         if durable:
             self.wait_durable(ticket, timeout=timeout)
@@ -322,7 +344,12 @@ class Wal:
         may or may not be found by recovery, but it was never acknowledged), and
         ``TimeoutError`` if ``timeout`` seconds pass first. Without a timeout, the calling
         thread may itself publish its epoch when every commit staged in it is awaited.
+
+        ``timeout``: ``None`` or ``math.inf`` waits without limit; otherwise seconds >= 0
+        (0 only checks). NaN and negative values raise :class:`ConfigError` (a negative value
+        means "forever" to ``threading`` but "already expired" elsewhere, so it is refused).
         """
+        timeout = _checked_timeout(timeout)
         if self._durable.epoch >= ticket.epoch:
             return
         # Each waiter blocks on a lock of its own, released when its epoch is durable: one
@@ -352,7 +379,11 @@ class Wal:
             self._raise_broken()
 
     def flush(self, timeout: float | None = None) -> None:
-        """Seal now and wait until every commit staged before this call is durable."""
+        """Seal now and wait until every commit staged before this call is durable.
+
+        ``timeout`` as for :meth:`wait_durable`.
+        """
+        timeout = _checked_timeout(timeout)
         with self._seq_lock:
             target = self._next_seq - 1
         self._request_seal()
