@@ -96,8 +96,19 @@ def _epoch(text: str) -> int:
     return value
 
 
+DESCRIPTION = ("Inspect, verify, dump and recover the write-ahead log beside a database file; "
+               "run the demo, the crash tests and the benchmarks.")
+
+
+def _program_name() -> str:
+    """How the user ran us: ``pagewal`` (the installed script) or ``python3 -m pagewal``."""
+    if os.path.basename(sys.argv[0]) == "__main__.py":
+        return f"{os.path.basename(sys.executable) or 'python3'} -m pagewal"
+    return "pagewal"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pagewal", description=__doc__.splitlines()[0])
+    parser = _Parser(prog=_program_name(), description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     path_help = "the database path; its log files lie beside it (as for Wal.open)"
     inspect = commands.add_parser(
@@ -320,9 +331,10 @@ def _recover(args: argparse.Namespace) -> int:
             result = recover(db_path, skip_corrupt=args.skip_corrupt, progress=progress)
     except CorruptSegmentError as error:
         return _fail(f"{error} (--skip-corrupt keeps the valid prefix)", EXIT_FAILED)
-    _print_lines(recovery_lines(db_path, result))
-    if args.checkpoint:
-        _print_lines(_checkpoint_lines(db_path, result, args))
+    # The checkpoint runs before anything is printed: if it cannot (the log is open elsewhere,
+    # the file system is read-only), its error is the whole output.
+    checkpoint = _checkpoint_lines(db_path, result, args) if args.checkpoint else []
+    _print_lines(recovery_lines(db_path, result) + checkpoint)
     return 0
 
 
