@@ -106,9 +106,9 @@ def recover(
 
     Memory: the bytes read (``result.bytes_read``; files of 1 MiB or more are mapped) plus 43
     bytes per record kept; while it runs, one segment's own index (39 bytes per record) and
-    sort scratch (16 bytes per record) come and go besides. Peak: at most about 3 times the
-    bytes read, for the smallest possible records (1-byte images, 41 bytes each); about 1.02
-    times for 4 KiB pages. :meth:`RecoveryResult.page_images` adds its dict.
+    sort scratch (16 bytes per record) come and go besides. Peak: at most about 3.5 times
+    the bytes read, for the smallest possible records (1-byte images, 41 bytes each); about
+    1.02 times for 4 KiB pages. :meth:`RecoveryResult.page_images` adds its dict.
     """
     files = LogFiles.for_db(db_path)
     fs = fs or OsFileSystem()
