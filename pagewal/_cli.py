@@ -102,7 +102,8 @@ DESCRIPTION = ("Inspect, verify, dump and recover the write-ahead log beside a d
 
 def _program_name() -> str:
     """How the user ran us: ``pagewal`` (the installed script) or ``python3 -m pagewal``."""
-    if os.path.basename(sys.argv[0]) == "__main__.py":
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name == "pagewal.__main__":
         return f"{os.path.basename(sys.executable) or 'python3'} -m pagewal"
     return "pagewal"
 

@@ -185,7 +185,7 @@ def small_segments(draw: st.DrawFn, max_commits: int = 3, max_image: int = 24) -
     lanes = draw(st.lists(st.integers(0, 3), min_size=len(specs), max_size=len(specs)))
     layout = draw(st.permutations(range(len(specs))))
     first_seq = draw(st.integers(1, 2**40))
-    epoch = draw(st.integers(2, 2**63))
+    epoch = draw(st.integers(2, MAX_POSITION))
     prev_epoch = draw(st.integers(0, epoch - 1))
     return build_segment([commit_from_spec(s) for s in specs], epoch=epoch,
                          prev_epoch=prev_epoch, first_seq=first_seq, lanes=lanes, layout=layout,
