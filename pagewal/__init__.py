@@ -35,7 +35,7 @@ from ._errors import (
 )
 from ._fs import FileMode, FileSystem, OsFileSystem
 from ._pager import PagerStats, Transaction, WalPager
-from ._recovery import rebuild_checkpoint, recover
+from ._recovery import read_log, rebuild_checkpoint, recover
 from ._stats import FallbackReason, Ticket, WalStats
 from ._wal import Wal
 
@@ -81,6 +81,7 @@ __all__ = [
     "WalPager",
     "WalStats",
     "decode_segment",
+    "read_log",
     "rebuild_checkpoint",
     "recover",
 ]

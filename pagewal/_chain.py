@@ -12,6 +12,7 @@ from collections.abc import Iterator, MutableMapping, Sequence
 
 import attrs
 import numpy as np
+import numpy.typing as npt
 
 from ._codec import (
     RECORD_DTYPE,
@@ -25,6 +26,8 @@ from ._errors import CorruptSegmentError
 
 CANONICAL_DTYPE = np.dtype([*RECORD_DTYPE.descr, ("segment", "<u4")])
 """A record row plus the index of the segment (in chain order) whose bytes hold its image."""
+
+_EMPTY_INDEX: RecordArray = np.empty(0, dtype=RECORD_DTYPE)
 
 
 def check_continues(position: ChainPosition, header: SegmentHeader, path: str) -> ChainPosition:
@@ -81,6 +84,15 @@ class RecoveryResult:
     ``page_size`` is the page size the checkpoint record holds (0: none recorded). ``warnings``
     says what recovery found wrong but could make up for (a damaged copy of the checkpoint
     record, and whether it was rewritten).
+
+    ``removed_temp_files`` lists the leftovers recovery deleted (temporary files, segments the
+    checkpoint covers); ``not_removed`` those it found and left in place: because it read
+    without the log's lock, or because the file system refused (read-only). ``read_only_reason``
+    says why recovery changed nothing, when it did not hold the lock (another process has the
+    log open, or the lock file could not be created); ``None`` when it held the lock.
+
+    Memory: the result holds the bytes of the segments it read (``bytes_read``; files of 1 MiB
+    or more are mapped, not copied) and 43 bytes per record; :meth:`page_images` adds its dict.
     """
 
     base: ChainPosition
@@ -93,6 +105,8 @@ class RecoveryResult:
     _data: tuple[memoryview, ...] = attrs.field(alias="data", repr=False)
     page_size: int = 0
     warnings: tuple[str, ...] = ()
+    not_removed: tuple[str, ...] = ()
+    read_only_reason: str | None = None
 
     @property
     def last_commit_seq(self) -> int:
@@ -113,8 +127,10 @@ class RecoveryResult:
     def db_size_pages(self) -> int | None:
         """Database size set by the last commit that set one, if any did."""
         sizes = self.records["db_size_pages"]
-        set_rows = np.flatnonzero(sizes)
-        return int(sizes[set_rows[-1]]) if set_rows.size else None
+        if not sizes.size:
+            return None
+        last_set = sizes.size - 1 - int(np.argmax(sizes[::-1] != 0))
+        return int(sizes[last_set]) or None
 
     def image(self, index: int) -> bytes:
         """After-image of canonical record ``index``."""
@@ -140,36 +156,62 @@ class RecoveryResult:
     def apply_to(self, pages: MutableMapping[int, bytes]) -> MutableMapping[int, bytes]:
         """Apply the records to ``pages`` (page_no → image) in canonical order; return it.
 
-        Only the last image of each page is materialised.
+        Only the last image of each page is materialised, a bounded number of pages at a time:
+        beyond what ``pages`` itself takes, this needs about 30 bytes per record.
         """
-        page_nos, _, images = self.latest_images()
-        for page_no, image in zip(page_nos, images, strict=True):
-            pages[page_no] = bytes(image)
+        last = last_of_each_page(self.records)
+        for start in range(0, last.size, _APPLY_CHUNK):
+            rows = last[start : start + _APPLY_CHUNK]
+            for page_no, segment, offset, length in zip(
+                    self.records["page_no"][rows].tolist(),
+                    self.records["segment"][rows].tolist(),
+                    self.records["image_offset"][rows].tolist(),
+                    self.records["image_length"][rows].tolist(), strict=True):
+                pages[page_no] = bytes(self._data[segment][offset : offset + length])
         return pages
 
     def page_images(self) -> dict[int, bytes]:
-        """The page contents the recovered records leave: page_no → last image."""
+        """The page contents the recovered records leave: page_no → last image.
+
+        A dict of ``bytes``: each page costs its image plus Python's per-object overhead,
+        about 100 bytes (the ``bytes`` header, the ``int`` key and the dict slot), whatever
+        the bytes recovery read. For large stores prefer :meth:`apply_to` on a store of your
+        own, or :meth:`latest_images` (views, no copies).
+        """
         result: dict[int, bytes] = {}
         self.apply_to(result)
         return result
+
+
+_APPLY_CHUNK = 1 << 12
+"""Pages materialised per step of :meth:`RecoveryResult.apply_to` (bounds its Python lists)."""
+
+
+def last_of_each_page(records: RecordArray) -> npt.NDArray[np.intp]:
+    """Row numbers of each page's last record among canonical ``records``, by page_no."""
+    page_nos = records["page_no"]
+    # np.unique on the reversed column finds each page's last occurrence.
+    _, reversed_index = np.unique(page_nos[::-1], return_index=True)
+    return page_nos.size - 1 - reversed_index
 
 
 def latest_images(
     records: RecordArray, data: Sequence[memoryview]
 ) -> tuple[list[int], list[int], list[memoryview]]:
     """Each page's last image among canonical ``records`` (whose ``segment`` column indexes
-    ``data``): ``(page_nos ascending, commit_seqs, images)``, images as views of ``data``."""
-    page_nos = records["page_no"]
-    # np.unique on the reversed column finds each page's last occurrence.
-    unique_pages, reversed_index = np.unique(page_nos[::-1], return_index=True)
-    rows = records[page_nos.size - 1 - reversed_index]
+    ``data``): ``(page_nos ascending, commit_seqs, images)``, images as views of ``data``.
+
+    One ``memoryview`` (~200 bytes) per page: for page-sized images (a checkpoint's batch),
+    not for building a whole store of tiny ones (:meth:`RecoveryResult.apply_to` is chunked).
+    """
+    rows = last_of_each_page(records)
     images = [
         data[segment][start : start + length]
         for segment, start, length in zip(
-            rows["segment"].tolist(), rows["image_offset"].tolist(),
-            rows["image_length"].tolist(), strict=True)
+            records["segment"][rows].tolist(), records["image_offset"][rows].tolist(),
+            records["image_length"][rows].tolist(), strict=True)
     ]
-    return unique_pages.tolist(), rows["commit_seq"].tolist(), images
+    return records["page_no"][rows].tolist(), records["commit_seq"][rows].tolist(), images
 
 
 def first_difference(expected: DecodedSegment, actual: DecodedSegment) -> str | None:
@@ -195,16 +237,36 @@ def first_difference(expected: DecodedSegment, actual: DecodedSegment) -> str | 
 
 def canonical_records(segments: Sequence[DecodedSegment]) -> RecordArray:
     """All records of chained ``segments``, in canonical order (numpy stable sort by seq)."""
-    total = sum(segment.records.size for segment in segments)
+    return merge_indexes([segment.records for segment in segments])
+
+
+def merge_indexes(indexes: list[RecordArray]) -> RecordArray:
+    """The records of chained segments' indexes (:data:`RECORD_DTYPE`, chain order), as one
+    :data:`CANONICAL_DTYPE` array in canonical order.
+
+    Consumes ``indexes`` (the list is emptied), so each segment's index can be freed as soon as
+    it is copied: beyond the result, this holds at most one segment's index and, for a segment
+    that needs sorting, its sort permutation and one column (about 16 bytes per record).
+    """
+    total = sum(index.size for index in indexes)
     rows = np.empty(total, dtype=CANONICAL_DTYPE)
     start = 0
-    for index, segment in enumerate(segments):
-        stop = start + segment.records.size
+    for number in range(len(indexes)):
+        records, indexes[number] = indexes[number], _EMPTY_INDEX
+        stop = start + records.size
         part = rows[start:stop]
+        # Segments follow each other in chain order, so their commit_seq ranges ascend and
+        # sorting each one on its own sorts the whole. Within a segment, each commit's records
+        # are contiguous and in commit order, so a stable sort on commit_seq alone yields
+        # (commit_seq, position). Segments written from one lane are in order already.
+        seqs = records["commit_seq"]
+        order = (None if bool(np.all(seqs[1:] >= seqs[:-1]))
+                 else np.argsort(seqs, kind="stable"))
         for name in RECORD_DTYPE.names or ():
-            part[name] = segment.records[name]
-        part["segment"] = index
+            part[name] = records[name] if order is None else records[name][order]
+        part["segment"] = number
+        del records, seqs, order
         start = stop
-    # Segments are concatenated in chain order and each commit's records are contiguous and in
-    # commit order, so a stable sort on commit_seq alone yields (commit_seq, position).
-    return rows[np.argsort(rows["commit_seq"], kind="stable")]
+    indexes.clear()
+    return rows
+

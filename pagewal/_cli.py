@@ -24,6 +24,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
 
+import numpy as np
+
 from ._chain import RecoveryResult
 from ._codec import (
     ChainPosition,
@@ -121,8 +123,20 @@ def _epoch(text: str) -> int:
     return value
 
 
+DESCRIPTION = ("Inspect, verify, dump and recover the write-ahead log beside a database file; "
+               "run the demo, the crash tests and the benchmarks.")
+
+
+def _program_name() -> str:
+    """How the user ran us: ``pagewal`` (the installed script) or ``python3 -m pagewal``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name == "pagewal.__main__":
+        return f"{os.path.basename(sys.executable) or 'python3'} -m pagewal"
+    return "pagewal"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pagewal", description=__doc__.splitlines()[0])
+    parser = _Parser(prog=_program_name(), description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     path_help = "the database path; its log files lie beside it (as for Wal.open)"
     inspect = commands.add_parser(
@@ -281,8 +295,8 @@ def _inspect(args: argparse.Namespace) -> int:
     with progress_bar("inspect", unit="segment") as progress:
         try:
             # Files recovery would refuse are left out here and listed below.
-            chain = read_log(db_path, skip_corrupt=True, fs=fs, progress=progress,
-                             tolerate_foreign=True)
+            chain = read_log(db_path, skip_corrupt=True, keep_records=False, fs=fs,
+                             progress=progress, tolerate_foreign=True)
         except (CorruptSegmentError, ForeignFileError) as error:  # the checkpoint record: the
             checkpoint = error                                    # chain cannot start
         else:
@@ -349,8 +363,10 @@ def _verify(args: argparse.Namespace) -> int:
         try:
             # Read-only and lock-free (safe beside a live writer), through the same loop as
             # recovery; skip_corrupt so the valid prefix is measured too.
+            # keep_records=False: the report needs the chain, not the records, so memory
+            # stays that of the largest segment, not of the log.
             report = verify_report(db_path, read_log(db_path, skip_corrupt=True,
-                                                     progress=progress))
+                                                     keep_records=False, progress=progress))
         except CorruptSegmentError as error:  # the checkpoint file: the chain cannot start
             report = unreadable_log_report(db_path, error)
         except ForeignFileError as error:  # recovery would refuse to start
@@ -401,16 +417,17 @@ def _recover(args: argparse.Namespace) -> int:
         return _fail(str(error), EXIT_FAILED)
     except CorruptSegmentError as error:
         return _fail(f"{error} (--skip-corrupt keeps the valid prefix)", EXIT_FAILED)
-    _print_lines(recovery_lines(db_path, result))
-    if args.checkpoint:
-        _print_lines(_checkpoint_lines(db_path, result, args))
+    # The checkpoint runs before anything is printed: if it cannot (the log is open elsewhere,
+    # the file system is read-only), its error is the whole output.
+    checkpoint = _checkpoint_lines(db_path, result, args) if args.checkpoint else []
+    _print_lines(recovery_lines(db_path, result) + checkpoint)
     return 0
 
 
 def _checkpoint_lines(db_path: str, result: RecoveryResult, args: argparse.Namespace) -> list[str]:
     """``recover --checkpoint``: open the store as a pager, which applies the log and retires
     the applied segments (``skip_corrupt`` quarantines what recovery left out)."""
-    lengths = sorted(set(result.records["image_length"].tolist()))
+    lengths = np.unique(result.records["image_length"]).tolist()
     if len(lengths) > 1:
         raise UsageError(f"--checkpoint needs pages of one size, but the log holds images of "
                          f"{', '.join(map(str, lengths))} bytes: it was not written by a "

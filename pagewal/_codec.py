@@ -30,6 +30,10 @@ HEADER_SIZE: Final = 64
 MAX_IMAGE_SIZE: Final = 65_536
 MAX_PAGE_NO: Final = 2**32 - 1
 MAX_U64: Final = 2**64 - 1
+MAX_POSITION: Final = 2**63 - 1
+"""The largest epoch and commit_seq a log uses. Half the u64 range: a log that has really
+run never gets near it (2**63 commits at a million a second take 292,000 years), so a reader
+rejects larger numbers as crafted or corrupt, and the writer stops there rather than wrap."""
 
 SEGMENT_FLAG_SERIALIZED: Final = 0x1
 RECORD_FLAG_LAST: Final = 0x1
@@ -232,6 +236,15 @@ class SegmentHeader:
         return head + _HEADER_CRC.pack(crc32c.crc32c(head))
 
 
+def check_room(path: str, offset: int, name: str, value: int) -> None:
+    """Reject an epoch or commit_seq read from ``path`` beyond :data:`MAX_POSITION`: the log
+    could not continue after it (the next number would not fit), and no real log gets there."""
+    if value > MAX_POSITION:
+        raise CorruptSegmentError(
+            path, offset, f"{name} {value} leaves no room to continue the log (a log never "
+            f"goes past {MAX_POSITION}, 2**63-1): the file is crafted or corrupt")
+
+
 def decode_header(
     data: bytes | memoryview, path: str, *, file_size: int | None = None
 ) -> SegmentHeader:
@@ -295,6 +308,8 @@ def _decode_header_fields(data: bytes | memoryview, path: str) -> SegmentHeader:
             path, 16, f"{record_count} records cannot hold commits {seq_lo}..{seq_hi}")
     if prev_epoch >= epoch:
         raise CorruptSegmentError(path, 40, f"prev_epoch {prev_epoch} is not before {epoch}")
+    check_room(path, 8, "epoch", epoch)
+    check_room(path, 32, "commit_seq", seq_hi)
     return SegmentHeader(epoch=epoch, record_count=record_count, lane_count=lane_count,
                          commit_seq_lo=seq_lo, commit_seq_hi=seq_hi, prev_epoch=prev_epoch,
                          body_length=body_length, flags=flags)
@@ -677,6 +692,8 @@ def _decode_checkpoint_record(
     if version != CHECKPOINT_VERSION or reserved:
         raise CorruptSegmentError(path, start + 4,
                                   f"unsupported checkpoint version {version} or reserved bits set")
+    check_room(path, start + 24, "epoch", epoch)
+    check_room(path, start + 32, "commit_seq", commit_seq)
     try:
         return CheckpointRecord(position=ChainPosition(epoch, commit_seq), page_size=page_size,
                                 log_id=log_id)
@@ -693,6 +710,8 @@ def _decode_checkpoint_v1(data: bytes | memoryview, path: str) -> ChainPosition:
         raise CorruptSegmentError(path, _CHECKPOINT_V1.size, "checkpoint checksum mismatch")
     if version != 1 or reserved_a or reserved_b:
         raise CorruptSegmentError(path, 4, "unsupported checkpoint version or reserved bits set")
+    check_room(path, 8, "epoch", epoch)
+    check_room(path, 16, "commit_seq", commit_seq)
     return ChainPosition(epoch, commit_seq)
 
 

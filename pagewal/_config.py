@@ -280,7 +280,9 @@ def _env_texts(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
             continue
         knob = _KNOB_BY_VARIABLE.get(name)
         if knob is None:
-            close = difflib.get_close_matches(name, _KNOB_BY_VARIABLE, n=1)
+            # A typo must not leave a default silently in force: an unknown name is an error,
+            # with the nearest known one (names are upper case: PAGEWAL_lanes means LANES).
+            close = difflib.get_close_matches(name.upper(), _KNOB_BY_VARIABLE, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             known = ", ".join(_KNOB_BY_VARIABLE)
             raise ConfigError(name, text, f"one of the known variables {known}{hint}")

@@ -13,6 +13,7 @@ deleted. Without a directory argument, a second run goes to a fresh subdirectory
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import random
@@ -83,16 +84,20 @@ def run_demo(
     threads: int,
     seconds: float,
     config: WalConfig,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] | None = None,
     transactions: int | None = None,
 ) -> DemoReport:
     """Run transactions from ``threads`` threads for ``seconds``, checkpoint, close, reopen
-    and verify every page. ``transactions``, if given, ends the run sooner, once that many
+    and verify every page. ``say`` (default: print and flush) gets the first line once the
+    threads are committing. ``transactions``, if given, ends the run sooner, once that many
     have committed: a fixed amount of work, whatever the machine's speed.
 
     Raises ``FileExistsError`` (one line naming the files and the way out) if ``directory``
-    already holds a demo store; nothing is changed then.
+    already holds a demo store; nothing is changed then. A ``KeyboardInterrupt`` stops the
+    workers after their current transaction, closes the store and propagates.
     """
+    if say is None:
+        say = functools.partial(print, flush=True)
     os.makedirs(directory, exist_ok=True)
     db_path = os.path.join(directory, DB_NAME)
     existing = existing_store(directory)
@@ -103,15 +108,13 @@ def run_demo(
             "those files yourself")
     pool = [bytes(row) for row in np.random.default_rng(1).integers(
         0, 256, size=(POOL_SIZE, PAGE_SIZE), dtype=np.uint8)]
-    say(f"store: {db_path} ({PAGE_SIZE}-byte pages; log mode {config.mode.value}, "
-        f"{config.effective_lanes} lanes, fsync {config.fsync.value}, epoch "
-        f"{config.epoch_interval_ms:g} ms, checkpoint every "
-        f"{config.checkpoint_bytes / (1 << 20):,.0f} MiB)")
 
     committed: list[list[tuple[int, dict[int, int]]]] = [[] for _ in range(threads)]
     latencies: list[list[float]] = [[] for _ in range(threads)]
     start = threading.Barrier(threads + 1)
-    enough = threading.Event()
+    # Set early by Ctrl-C, or once ``transactions`` have committed: workers finish their
+    # transaction and end.
+    stop = threading.Event()
     counted = itertools.count(1)
     with WalPager.open(db_path, PAGE_SIZE, config) as pager:
         deadline = 0.0
@@ -119,8 +122,11 @@ def run_demo(
         def work(index: int) -> None:
             rng = random.Random(index)
             mine, times = committed[index], latencies[index]
-            start.wait()
-            while time.perf_counter() < deadline and not enough.is_set():
+            try:
+                start.wait()
+            except threading.BrokenBarrierError:
+                return  # interrupted before the run began
+            while time.perf_counter() < deadline and not stop.is_set():
                 pages = {rng.randrange(PAGE_RANGE): rng.randrange(POOL_SIZE)
                          for _ in range(rng.randint(1, 4))}
                 began = time.perf_counter()
@@ -132,17 +138,32 @@ def run_demo(
                 assert tx.ticket is not None
                 mine.append((tx.ticket.commit_seq, pages))
                 if transactions is not None and next(counted) >= transactions:
-                    enough.set()
+                    stop.set()
 
         workers = [threading.Thread(target=work, args=(i,), name=f"demo-{i}")
                    for i in range(threads)]
-        for worker in workers:
-            worker.start()
-        began = time.perf_counter()
-        deadline = began + seconds
-        start.wait()
-        for worker in workers:
-            worker.join()
+        started: list[threading.Thread] = []
+        try:
+            for worker in workers:
+                worker.start()
+                started.append(worker)
+            began = time.perf_counter()
+            deadline = began + seconds
+            start.wait()
+            say(f"store: {db_path} ({PAGE_SIZE}-byte pages; log mode {config.mode.value}, "
+                f"{config.effective_lanes} lanes, fsync {config.fsync.value}, epoch "
+                f"{config.epoch_interval_ms:g} ms, checkpoint every "
+                f"{config.checkpoint_bytes / (1 << 20):,.0f} MiB)")
+            for worker in workers:
+                worker.join()
+        except BaseException:
+            # Ctrl-C (KeyboardInterrupt lands in this thread): stop the workers and wait for
+            # them before the pager closes, so none fails on a closed store mid-transaction.
+            stop.set()
+            start.abort()
+            for worker in started:
+                worker.join()
+            raise
         elapsed = time.perf_counter() - began
         running = pager.statistics()
         assert running.wal is not None  # opened for writing

@@ -454,6 +454,11 @@ def recovery_lines(db_path: str, result: RecoveryResult) -> list[str]:
         lines += [f"  {path}" for path in result.removed_temp_files]
     else:
         lines.append("removed leftover files: none")
+    if result.read_only_reason is not None:
+        lines.append(f"read only: {result.read_only_reason}")
+    if result.not_removed:
+        lines.append(f"left in place: {len(result.not_removed)}")
+        lines += [f"  {path}" for path in result.not_removed]
     return lines
 
 

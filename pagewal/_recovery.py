@@ -13,6 +13,7 @@ and the read-only :func:`read_log` (``pagewal verify`` and ``inspect``) all go t
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 from collections.abc import Callable
@@ -24,8 +25,8 @@ from ._chain import (
     RecoveryResult,
     SegmentInfo,
     SkippedSegment,
-    canonical_records,
     check_continues,
+    merge_indexes,
 )
 from ._codec import (
     HEADER_SIZE,
@@ -36,6 +37,7 @@ from ._codec import (
     CheckpointRebuild,
     CheckpointRecord,
     DecodedSegment,
+    RecordArray,
     SegmentHeader,
     checkpoint_name,
     decode_checkpoint,
@@ -50,6 +52,10 @@ from ._errors import CheckpointMissingError, CorruptSegmentError, ForeignFileErr
 from ._fs import FileMode, FileSystem, OsFileSystem, not_a_regular_file, publish_atomically
 
 _READ_ONLY_ATTEMPTS = 3
+
+READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+"""Errors meaning "this file system (or directory) may not be changed by us": recovery then
+reads without tidying, and says what it left."""
 
 Progress: TypeAlias = Callable[[int, int], None]
 """``progress(done, total)``: called after each step of a long operation (here: after each
@@ -131,19 +137,40 @@ def recover(
     those commits: use it when the caller has already made the pages durable elsewhere, or is
     discarding the log.
 
-    When another process has the log open, recovery reads what is published and changes
-    nothing (as :func:`read_log` does). ``progress(done, total)`` is called after each segment.
+    When another process has the log open, or the lock file cannot be created (a read-only
+    file system or directory), recovery reads what is published and changes nothing, as
+    :func:`read_log` does, and says why in ``result.read_only_reason``; leftovers it could not
+    remove are listed in ``result.not_removed``. ``progress(done, total)`` is called after each
+    segment.
+
+    Memory: the bytes read (``result.bytes_read``; files of 1 MiB or more are mapped) plus 43
+    bytes per record kept; while it runs, one segment's own index (39 bytes per record) and
+    sort scratch (16 bytes per record) come and go besides. Peak: at most about 3.5 times
+    the bytes read, for the smallest possible records (1-byte images, 41 bytes each); about
+    1.02 times for 4 KiB pages. :meth:`RecoveryResult.page_images` adds its dict.
     """
     fs = fs or OsFileSystem()
     files = LogFiles.for_db(db_path, fs)
-    handle = fs.try_lock(files.lock_path, files.file_mode)
+    try:
+        handle = fs.try_lock(files.lock_path, files.file_mode)
+    except OSError as error:
+        if error.errno not in READ_ONLY_ERRNOS or delete_after:
+            raise
+        return attrs.evolve(
+            _read_unlocked(files, fs, skip_corrupt=skip_corrupt, progress=progress),
+            read_only_reason=f"could not create or lock {files.lock_path} ({error.strerror}); "
+            "read without the lock, changing nothing")
     if handle is None:
         if delete_after:
             raise LogLockedError(f"{files.path(files.db_name)}: the log is open elsewhere; "
                                  "close it before recovering with delete_after=True")
-        return _read_unlocked(files, fs, skip_corrupt=skip_corrupt, progress=progress)
+        return attrs.evolve(
+            _read_unlocked(files, fs, skip_corrupt=skip_corrupt, progress=progress),
+            read_only_reason=f"the log is open elsewhere (lock {files.lock_path} is held); "
+            "read what it has published, changing nothing")
     try:
-        result = _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=True, progress=progress)
+        result = _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=True,
+                             read_only_ok=not delete_after, progress=progress)
         if delete_after:
             write_checkpoint(files, fs, CheckpointRecord(position=result.last,
                                                          page_size=result.page_size))
@@ -161,34 +188,44 @@ def read_log(
     db_path: str | os.PathLike[str],
     *,
     skip_corrupt: bool = False,
+    keep_records: bool = True,
     fs: FileSystem | None = None,
     progress: Progress | None = None,
     tolerate_foreign: bool = False,
 ) -> RecoveryResult:
     """Validate the log of ``db_path`` exactly as :func:`recover` does, changing nothing.
 
-    Takes no lock and creates, deletes or renames no file, so it is safe beside a live writer:
-    temporary files and segments a checkpoint covers are not removed. Files :func:`recover`
-    would refuse raise :class:`ForeignFileError` here too; ``tolerate_foreign=True`` (for
-    ``pagewal inspect``) leaves them out instead (a non-regular file at a segment name is then a
-    gap in the chain), except a checkpoint that is not a regular file. A missing directory
-    raises :class:`FileNotFoundError`.
+    Takes no lock and creates, deletes or renames no file, so it is safe beside a live writer
+    and on a read-only file system: temporary files and segments a checkpoint covers are
+    ignored and listed in ``result.not_removed``. Files :func:`recover` would refuse raise
+    :class:`ForeignFileError` here too; ``tolerate_foreign=True`` (for ``pagewal inspect``)
+    leaves them out instead (a non-regular file at a segment name is then a gap in the chain),
+    except a checkpoint that is not a regular file. A missing directory raises
+    :class:`FileNotFoundError`.
+
+    ``keep_records=False`` validates every segment and reports the chain (``segments``,
+    ``skipped``, ``base``, ``last``, ``bytes_read``) but keeps no records or bytes, so its
+    memory is that of the largest segment (its bytes and 39 bytes per record), not of the log:
+    what ``pagewal verify`` and ``inspect`` use.
     """
     fs = fs or OsFileSystem()
     return _read_unlocked(LogFiles.for_db(db_path, fs), fs, skip_corrupt=skip_corrupt,
-                          progress=progress, tolerate_foreign=tolerate_foreign)
+                          progress=progress, tolerate_foreign=tolerate_foreign,
+                          keep_records=keep_records)
 
 
 def _read_unlocked(
     files: LogFiles, fs: FileSystem, *, skip_corrupt: bool, progress: Progress | None,
     tolerate_foreign: bool = False,
+    keep_records: bool = True,
 ) -> RecoveryResult:
     """Read a log someone else may be writing: list again if a segment vanishes meanwhile (a
     checkpoint deleted what it covers)."""
     for attempt in range(1, _READ_ONLY_ATTEMPTS + 1):
         try:
             return _read_chain(files, fs, skip_corrupt=skip_corrupt, tidy=False,
-                               progress=progress, tolerate_foreign=tolerate_foreign)
+                               progress=progress, tolerate_foreign=tolerate_foreign,
+                               keep_records=keep_records)
         except FileNotFoundError as error:
             if error.filename == files.directory:
                 raise  # no directory at all: nothing vanished, there is no log here
@@ -201,15 +238,22 @@ def _read_unlocked(
 
 def _read_chain(
     files: LogFiles, fs: FileSystem, *, skip_corrupt: bool, tidy: bool,
-    progress: Progress | None = None, tolerate_foreign: bool = False,
+    progress: Progress | None = None, tolerate_foreign: bool = False, keep_records: bool = True,
+    read_only_ok: bool = False,
 ) -> RecoveryResult:
     """Read and validate the chain. ``tidy`` (only while holding the log's lock) also deletes
-    temporary files and segments the checkpoint already covers.
+    temporary files and segments the checkpoint already covers; with ``read_only_ok`` a file
+    system that refuses (read-only, no permission) leaves them listed in ``not_removed``.
+    ``keep_records=False`` validates every segment but keeps no records or bytes.
 
     Everything is checked before anything is deleted: a file at a log name that is not the
     log's own raises :class:`ForeignFileError`, a corrupt chain :class:`CorruptSegmentError`,
     and then nothing was deleted. ``tolerate_foreign`` (``pagewal inspect``) leaves such files
     out instead, except a checkpoint that is not a regular file.
+
+    Memory: the segments' bytes (mapped, or read for files under 1 MiB) and the canonical
+    index of 43 bytes per record are kept; while a segment is decoded its own index (39 bytes
+    per record) and, if its lanes need sorting, ~16 bytes per record more exist beside them.
     """
     names = sorted(fs.listdir(files.directory))
     survey = survey_log(files, fs, names)
@@ -218,8 +262,11 @@ def _read_chain(
     checkpoint, base, chain = survey.checkpoint, survey.base, survey.chain
 
     position = base
-    decoded: list[DecodedSegment] = []
+    infos: list[SegmentInfo] = []
+    indexes: list[RecordArray] = []
+    data: list[memoryview] = []
     skipped: list[SkippedSegment] = []
+    bytes_read = 0
     for done, epoch in enumerate(chain, 1):
         if skipped:
             skipped.append(SkippedSegment(files.segment_path(epoch), 0,
@@ -227,39 +274,59 @@ def _read_chain(
         else:
             try:
                 segment = read_segment(files, fs, epoch, position)
-                position = ChainPosition(segment.header.epoch, segment.header.commit_seq_hi)
-                decoded.append(segment)
             except CorruptSegmentError as error:
-                if checkpoint is None and not decoded:
+                if checkpoint is None and not infos:
                     _raise_if_checkpoint_lost(files, fs, list(chain), error)
                 if not skip_corrupt:
                     raise
                 skipped.append(SkippedSegment(error.path, error.offset, error.reason))
+            else:
+                position = ChainPosition(segment.header.epoch, segment.header.commit_seq_hi)
+                infos.append(SegmentInfo(segment.path, segment.header))
+                bytes_read += segment.data.nbytes
+                if keep_records:
+                    indexes.append(segment.records)
+                    data.append(segment.data)
+                del segment  # without keep_records, its bytes and index go now
         if progress is not None:
             progress(done, len(chain))
     # Everything checked out: only now is anything changed.
     warnings: list[str] = []
     if checkpoint is not None and checkpoint.damage is not None:
         # DESIGN §4: one damaged copy never strands a store; the intact one is written back.
+        rewritten = tidy
         if tidy:
-            write_checkpoint(files, fs, checkpoint.record)
+            try:
+                write_checkpoint(files, fs, checkpoint.record)
+            except OSError as error:
+                if not (read_only_ok and error.errno in READ_ONLY_ERRNOS):
+                    raise
+                rewritten = False
         warnings.append(
             f"{files.checkpoint_path}: {checkpoint.damage}; "
-            + ("both copies were rewritten from it" if tidy
+            + ("both copies were rewritten from it" if rewritten
                else "the next checkpoint or open rewrites both copies"))
-    removed = list(survey.removable) if tidy else []
-    for path in removed:
-        # A crash or an error part way leaves some of these: each is still a temporary file
-        # or a covered segment, and the next recovery checks and deletes the rest.
-        fs.unlink(path)
-    if removed:
-        fs.fsync_dir(files.directory)
+    removed: list[str] = []
+    not_removed = list(survey.removable)
+    if tidy:
+        not_removed = []
+        for path in survey.removable:
+            # A crash or an error part way leaves some of these: each is still a temporary
+            # file or a covered segment, and the next recovery checks and deletes the rest.
+            try:
+                fs.unlink(path)
+            except OSError as error:
+                if not (read_only_ok and error.errno in READ_ONLY_ERRNOS):
+                    raise
+                not_removed.append(path)
+            else:
+                removed.append(path)
+        if removed:
+            fs.fsync_dir(files.directory)
     return RecoveryResult(
-        base=base, last=position,
-        segments=tuple(SegmentInfo(s.path, s.header) for s in decoded),
-        skipped=tuple(skipped), removed_temp_files=tuple(removed),
-        bytes_read=sum(s.data.nbytes for s in decoded),
-        records=canonical_records(decoded), data=tuple(s.data for s in decoded),
+        base=base, last=position, segments=tuple(infos), skipped=tuple(skipped),
+        removed_temp_files=tuple(removed), bytes_read=bytes_read,
+        records=merge_indexes(indexes), data=tuple(data), not_removed=tuple(not_removed),
         page_size=checkpoint.record.page_size if checkpoint else 0, warnings=tuple(warnings),
     )
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
+import math
 import os
 import threading
 import time
@@ -44,6 +45,7 @@ from ._chain import RecoveryResult, first_difference
 from ._checkpoint import covered_segments, delete_segments
 from ._codec import (
     HEADER_SIZE,
+    MAX_POSITION,
     SEGMENT_FLAG_SERIALIZED,
     TEMP_SUFFIX,
     ChainPosition,
@@ -61,6 +63,7 @@ from ._config import FsyncMode, Mode, WalConfig
 from ._errors import (
     BrokenLogError,
     ClosedError,
+    ConfigError,
     CorruptSegmentError,
     InvalidPositionError,
     LogLockedError,
@@ -86,6 +89,17 @@ def _close_open_logs() -> None:  # pragma: no cover - runs at interpreter exit
     for wal in list(_OPEN_LOGS):
         with contextlib.suppress(Exception):
             wal.close()
+
+
+def _checked_timeout(timeout: float | None) -> float | None:
+    """A wait's ``timeout`` as seconds, or None for no limit (``None`` or infinity)."""
+    if timeout is None:
+        return None
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or math.isnan(timeout) or timeout < 0):
+        raise ConfigError("timeout", timeout,
+                          "None, or a number of seconds >= 0 (math.inf waits without limit)")
+    return None if math.isinf(timeout) else float(timeout)
 
 
 @attrs.frozen(eq=False)
@@ -326,7 +340,11 @@ class Wal:
         durable: bool = True,
         timeout: float | None = None,
     ) -> Ticket:
-        """Stage a commit and (unless ``durable=False``) wait until it is durable."""
+        """Stage a commit and (unless ``durable=False``) wait until it is durable.
+
+        ``timeout`` is that of :meth:`wait_durable`, checked before anything is staged.
+        """
+        timeout = _checked_timeout(timeout)
         ticket = self.submit(pages, db_size_pages=db_size_pages, txn_id=txn_id)
         if durable:
             self.wait_durable(ticket, timeout=timeout)
@@ -348,7 +366,12 @@ class Wal:
         may or may not be found by recovery, but it was never acknowledged), and
         ``TimeoutError`` if ``timeout`` seconds pass first. Without a timeout, the calling
         thread may itself publish its epoch when every commit staged in it is awaited.
+
+        ``timeout``: ``None`` or ``math.inf`` waits without limit; otherwise seconds >= 0
+        (0 only checks). NaN and negative values raise :class:`ConfigError` (a negative value
+        means "forever" to ``threading`` but "already expired" elsewhere, so it is refused).
         """
+        timeout = _checked_timeout(timeout)
         if self._durable.epoch >= ticket.epoch:
             return
         # Each waiter blocks on a lock of its own, released when its epoch is durable: one
@@ -378,7 +401,11 @@ class Wal:
             self._raise_broken()
 
     def flush(self, timeout: float | None = None) -> None:
-        """Seal now and wait until every commit staged before this call is durable."""
+        """Seal now and wait until every commit staged before this call is durable.
+
+        ``timeout`` as for :meth:`wait_durable`.
+        """
+        timeout = _checked_timeout(timeout)
         with self._seq_lock:
             target = self._next_seq - 1
         self._request_seal()
@@ -868,6 +895,13 @@ class Wal:
         with self._all_lanes_locked():
             lo, hi = self._epoch_first_seq, self._next_seq - 1
             if hi < lo:
+                return None
+            if max(self._open_epoch, hi) > MAX_POSITION:
+                # Never write a number a reader rejects (reachable only from a crafted log:
+                # recovery accepts at most MAX_POSITION, 2**63 numbers short of the u64 end).
+                self._break(f"epoch {self._open_epoch} (commits {lo}..{hi}) leaves no room to "
+                            f"continue the log past {MAX_POSITION}; nothing of it was written",
+                            OverflowError("commit_seq or epoch beyond 2**63-1"))
                 return None
             snapshots = [lane.swap() for lane in self._lanes]
             serial_chunks, serial_records = self._serial_chunks, self._serial_records

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -711,3 +712,47 @@ def test_inspect_of_a_log_that_lost_its_checkpoint_says_so(
     assert all(row.split()[-1] == "lost)" for row in table_rows(out).values())
     code, _, err = run(capsys, "verify", db)
     assert code == 1 and "--rebuild-checkpoint" in err
+def test_ctrl_c_in_demo_closes_the_store_and_prints_one_line_without_a_traceback(
+    tmp_path: Path
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pagewal", "demo", str(tmp_path), "--threads", "3",
+         "--seconds", "300"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PAGEWAL_FSYNC": "off"})
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # printed once the threads are committing
+        assert first.startswith("store: "), first
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (process.returncode, err) == (130, "pagewal: error: interrupted\n"), err
+    assert "verified" not in out
+    # Closed cleanly: the lock is free, no temporary file is left, every segment validates.
+    result = recover(tmp_path / "demo.db")
+    assert result.removed_temp_files == () and result.read_only_reason is None
+
+
+def test_help_names_the_way_it_was_run_and_has_no_markup() -> None:
+    completed = subprocess.run([sys.executable, "-m", "pagewal", "--help"], capture_output=True,
+                               text=True, timeout=60, check=False)
+    assert completed.returncode == 0, completed.stderr
+    python = os.path.basename(sys.executable)
+    assert completed.stdout.startswith(f"usage: {python} -m pagewal "), completed.stdout
+    assert "``" not in completed.stdout and "`" not in completed.stdout
+
+
+def test_recover_checkpoint_of_a_log_open_elsewhere_prints_only_the_lock_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    with Wal.open(db, WalConfig(lanes=2, fsync="off")) as wal:
+        wal.commit({1: b"p" * 4096, 2: b"q" * 4096})
+        code, out, err = run(capsys, "recover", db, "--checkpoint")
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1 and "already open" in err and "Traceback" not in err
+    assert recover(db).commit_count == 1  # nothing was applied or deleted

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from pagewal import CorruptSegmentError, ImageTooLargeError, InvalidCommitError
 from pagewal._codec import (
+    MAX_POSITION,
     ChainPosition,
     CheckpointRecord,
     Commit,
@@ -186,7 +187,7 @@ def small_segments(draw: st.DrawFn, max_commits: int = 3, max_image: int = 24) -
     lanes = draw(st.lists(st.integers(0, 3), min_size=len(specs), max_size=len(specs)))
     layout = draw(st.permutations(range(len(specs))))
     first_seq = draw(st.integers(1, 2**40))
-    epoch = draw(st.integers(2, 2**63))
+    epoch = draw(st.integers(2, MAX_POSITION))
     prev_epoch = draw(st.integers(0, epoch - 1))
     return build_segment([commit_from_spec(s) for s in specs], epoch=epoch,
                          prev_epoch=prev_epoch, first_seq=first_seq, lanes=lanes, layout=layout,
@@ -207,8 +208,8 @@ def test_encode_then_decode_returns_every_record_in_canonical_order(
     commits = [commit_from_spec(s) for s in specs]
     lanes = data.draw(st.lists(st.integers(0, 7), min_size=len(specs), max_size=len(specs)))
     layout = data.draw(st.permutations(range(len(specs))))
-    first_seq = data.draw(st.integers(1, 2**64 - 1 - len(specs)))
-    epoch = data.draw(st.integers(1, 2**64 - 1))
+    first_seq = data.draw(st.integers(1, MAX_POSITION + 1 - len(specs)))
+    epoch = data.draw(st.integers(1, MAX_POSITION))
     prev_epoch = data.draw(st.integers(0, epoch - 1))
     flags = data.draw(st.sampled_from([0, 1]))
     segment = build_segment(commits, epoch=epoch, prev_epoch=prev_epoch, first_seq=first_seq,
@@ -903,7 +904,7 @@ def test_record_offset_and_crc_are_those_written_at_the_section_4_positions() ->
 CHECKPOINT_COPY = 48
 LOG_ID = bytes(range(1, 17))
 
-positions = st.builds(ChainPosition, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+positions = st.builds(ChainPosition, st.integers(0, MAX_POSITION), st.integers(0, MAX_POSITION))
 checkpoint_records = st.builds(
     CheckpointRecord, position=positions,
     page_size=st.sampled_from([0, 512, 1024, 4096, 8192, 65536]),

@@ -381,6 +381,9 @@ def test_max_batch_bytes_above_lane_capacity_names_max_batch_variable_and_the_ca
         ("PAGEWAL_FSYNK", "PAGEWAL_FSYNC"),
         ("PAGEWAL_EPOCH_INTERVAL", "PAGEWAL_EPOCH_INTERVAL_MS"),
         ("PAGEWAL_MODES", "PAGEWAL_MODE"),
+        ("PAGEWAL_lanes", "PAGEWAL_LANES"),  # names are upper case
+        ("PAGEWAL_fsync", "PAGEWAL_FSYNC"),
+        ("PAGEWAL_Lane_Capacity_Bytes", "PAGEWAL_LANE_CAPACITY_BYTES"),
     ],
 )
 def test_unknown_pagewal_variable_raises_with_a_did_you_mean_hint(

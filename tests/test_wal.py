@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
@@ -15,6 +16,7 @@ from conftest import RecordingFileSystem, wait_until
 import pagewal
 from pagewal import (
     ClosedError,
+    ConfigError,
     ImageTooLargeError,
     InvalidCommitError,
     Ticket,
@@ -491,3 +493,22 @@ def test_close_publishes_the_last_epoch_itself_when_no_ticker_was_started(
 def test_run_ticker_is_refused_on_a_log_with_its_own_ticker_thread(db_path: Path) -> None:
     with Wal.open(db_path, FAST) as wal, pytest.raises(RuntimeError, match="thread of its own"):
         wal.run_ticker()
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), -1, -0.5, "1", True])
+def test_a_nan_negative_or_non_number_timeout_is_refused_before_anything_is_staged(
+    db_path: Path, timeout: object
+) -> None:
+    with Wal.open(db_path, WalConfig(lanes=2, epoch_interval_ms=1, fsync="off")) as wal:
+        with pytest.raises(ConfigError, match="timeout"):
+            wal.commit({1: b"a"}, timeout=timeout)  # type: ignore[arg-type]
+        assert wal.statistics().commits_staged == 0  # no commit_seq was used
+        ticket = wal.commit({1: b"a"}, durable=False)
+        with pytest.raises(ConfigError, match="timeout"):
+            wal.wait_durable(ticket, timeout=timeout)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="timeout"):
+            wal.flush(timeout=timeout)  # type: ignore[arg-type]
+        wal.wait_durable(ticket, timeout=math.inf)  # infinity waits without limit
+        assert wal.is_durable(ticket)
+        assert wal.commit({2: b"b"}, timeout=math.inf).commit_seq == 2
+        wal.flush(timeout=math.inf)
