@@ -155,7 +155,11 @@ def run_demo(
                 f"{config.epoch_interval_ms:g} ms, checkpoint every "
                 f"{config.checkpoint_bytes / (1 << 20):,.0f} MiB)")
             for worker in workers:
-                worker.join()
+                while worker.is_alive():
+                    # Timed: the kernel may hand Ctrl-C to a worker thread, and only a main
+                    # thread that wakes up runs Python's handler (an untimed join would sleep
+                    # through it until the run ends).
+                    worker.join(0.2)
         except BaseException:
             # Ctrl-C (KeyboardInterrupt lands in this thread): stop the workers and wait for
             # them before the pager closes, so none fails on a closed store mid-transaction.
