@@ -57,7 +57,7 @@ from ._errors import (
     ReadOnlyError,
 )
 from ._fs import FileSystem, OsFileSystem, describe_file_type
-from ._recovery import LogFiles, read_log, write_checkpoint
+from ._recovery import READ_ONLY_ERRNOS, LogFiles, read_log, write_checkpoint
 from ._stats import Ticket, WalStats
 from ._wal import Wal
 
@@ -388,9 +388,9 @@ class WalPager:
         try:
             lock = fs.try_lock(files.lock_path, files.file_mode)
         except OSError as error:
-            if error.errno != errno.EROFS:
+            if error.errno not in READ_ONLY_ERRNOS:
                 raise
-            lock = None  # a read-only file system: nobody can change the store
+            lock = None  # a read-only file system (or directory): nobody can change the store
         else:
             if lock is None:
                 raise LogLockedError(

@@ -808,14 +808,17 @@ def test_a_read_only_open_takes_the_lock_and_needs_no_data_file(db_path: Path) -
         assert pager.read(7) == image(7, 1)
 
 
+@pytest.mark.parametrize("refusal", [errno.EROFS, errno.EACCES, errno.EPERM],
+                         ids=["EROFS", "EACCES", "EPERM"])
 def test_a_read_only_open_on_a_read_only_file_system_reads_without_the_lock(
-    db_path: Path,
+    db_path: Path, refusal: int
 ) -> None:
+    # The same refusals that make recover() read without the lock.
     expected = _store_with_unapplied_log(db_path)
 
     class ReadOnlyFileSystem(RecordingFileSystem):
         def try_lock(self, path: str, mode: FileMode | None = None) -> int | None:
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+            raise OSError(refusal, os.strerror(refusal), path)
 
     with WalPager.open(str(db_path), PAGE, fs=ReadOnlyFileSystem(), read_only=True) as pager:
         assert_store_equals(pager, expected, range(48))
