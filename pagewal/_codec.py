@@ -245,13 +245,10 @@ def check_room(path: str, offset: int, name: str, value: int) -> None:
             f"goes past {MAX_POSITION}, 2**63-1): the file is crafted or corrupt")
 
 
-def decode_header(
-    data: bytes | memoryview, path: str, *, file_size: int | None = None
-) -> SegmentHeader:
-    """Decode and check a segment header. ``data`` is the whole file, or (with ``file_size``,
-    the file's length) at least its first 64 bytes."""
+def decode_header(data: bytes | memoryview, path: str) -> SegmentHeader:
+    """Decode and check a segment header. ``data`` is the whole file."""
     header = _decode_header_fields(data, path)
-    size = len(data) if file_size is None else file_size
+    size = len(data)
     actual_body = size - HEADER_SIZE
     if header.body_length != actual_body:
         what = "truncated" if header.body_length > actual_body else "trailing bytes"

@@ -285,11 +285,11 @@ class OsFileSystem(FileSystem):
         except OSError:
             # ELOOP (a symbolic link), ENXIO (a socket), ...: say what is there, if not a file.
             with contextlib.suppress(OSError):
-                _require_regular(path, os.lstat(path).st_mode)
+                require_regular(path, os.lstat(path).st_mode)
             raise
         try:
             status = os.fstat(fd)
-            _require_regular(path, status.st_mode)
+            require_regular(path, status.st_mode)
             if status.st_size >= _MAP_THRESHOLD:
                 return memoryview(mmap.mmap(fd, status.st_size, prot=mmap.PROT_READ))
             chunks = []
@@ -394,7 +394,7 @@ def _open_regular(path: str, flags: int, mode: int = DEFAULT_FILE_MODE) -> int:
         raise
     if not stat.S_ISREG(status.st_mode):
         os.close(fd)
-        _require_regular(path, status.st_mode)
+        require_regular(path, status.st_mode)
     return fd
 
 
@@ -437,7 +437,8 @@ def _foreign_or(error: OSError, path: str) -> OSError:
     return ForeignFileError(((path, f"{what} is already there"),), error.errno)
 
 
-def _require_regular(path: str, mode: int) -> None:
+def require_regular(path: str, mode: int) -> None:
+    """Raise :class:`ForeignFileError` naming ``path`` unless ``mode`` is a regular file's."""
     what = describe_file_type(mode)
     if what is not None:
         raise ForeignFileError(((path, f"{what}, not a regular file"),))

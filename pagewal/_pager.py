@@ -50,13 +50,12 @@ from ._errors import (
     ClosedError,
     ConfigError,
     CorruptSegmentError,
-    ForeignFileError,
     InvalidPageError,
     LogLockedError,
     PagewalError,
     ReadOnlyError,
 )
-from ._fs import FileSystem, OsFileSystem, describe_file_type
+from ._fs import FileSystem, OsFileSystem, require_regular
 from ._recovery import READ_ONLY_ERRNOS, LogFiles, read_log, write_checkpoint
 from ._stats import Ticket, WalStats
 from ._wal import Wal
@@ -171,9 +170,7 @@ def _record_page_size(
     data_path = files.path(files.db_name)
     if checkpoint_name(files.db_name) not in names and files.db_name in names:
         status = fs.lstat(data_path)  # never through a link: open refuses one, naming it
-        what = describe_file_type(status.st_mode)
-        if what is not None:
-            raise ForeignFileError(((data_path, f"{what}, not a regular file"),))
+        require_regular(data_path, status.st_mode)
         size = status.st_size
         if size:
             raise CheckpointMissingError(

@@ -358,9 +358,8 @@ def first_segment_start(
     ``commit_seq_lo - 1``); ``None`` when there is no segment or its header is unreadable."""
     if not epochs:
         return None
-    path = files.segment_path(epochs[0])
     try:
-        header = decode_header(fs.read_file(path), path)
+        header = read_segment_header(files, fs, epochs[0])
     except CorruptSegmentError:
         return None
     return ChainPosition(header.prev_epoch, header.commit_seq_lo - 1)
@@ -381,14 +380,9 @@ def read_segment_header(files: LogFiles, fs: FileSystem, epoch: int) -> SegmentH
     """Read and check only segment ``epoch``'s 64-byte header (against the file's size and
     name): enough to know the file is this log's segment and which commits it holds."""
     path = files.segment_path(epoch)
-    fd = fs.open_for_sync(path)
-    try:
-        size = fs.file_size(fd)
-        data = fs.pread(fd, HEADER_SIZE, 0)
-    finally:
-        fs.close(fd)
+    data = fs.read_file(path)  # never follows a link or waits on a fifo (ForeignFileError)
     identify_segment(data, path, epoch)
-    return decode_header(data, path, file_size=size)
+    return decode_header(data, path)
 
 
 @attrs.frozen
@@ -599,7 +593,7 @@ def _chained_start(files: LogFiles, fs: FileSystem, epochs: list[int]) -> ChainP
     for epoch in epochs:
         path = files.segment_path(epoch)
         try:
-            header = decode_header(fs.read_file(path), path)
+            header = read_segment_header(files, fs, epoch)
         except CorruptSegmentError:
             break
         try:
