@@ -28,6 +28,10 @@ MAX_LANE_CAPACITY = 1 << 30
 MAX_INTERVAL_MS = 60_000.0
 MIN_CHECKPOINT_BYTES = 64 << 10
 MAX_CHECKPOINT_BYTES = 1 << 40
+MIN_LOG_FILE_BYTES = 64 << 10
+MAX_LOG_FILE_BYTES = 1 << 40
+LOG_FILE_ALIGNMENT = 4096
+MAX_INFLIGHT_EPOCHS = 64
 
 
 class Mode(enum.StrEnum):
@@ -158,6 +162,14 @@ _KNOBS = (
           lambda v: _is_int(v) and MIN_CHECKPOINT_BYTES <= v <= MAX_CHECKPOINT_BYTES,
           f"a byte count from {MIN_CHECKPOINT_BYTES} to {MAX_CHECKPOINT_BYTES} "
           "(suffixes K/KiB, M/MiB, G/GiB allowed)"),
+    _Knob("log_file_bytes", "PAGEWAL_LOG_FILE_BYTES", _parse_bytes,
+          lambda v: (_is_int(v) and MIN_LOG_FILE_BYTES <= v <= MAX_LOG_FILE_BYTES
+                     and v % LOG_FILE_ALIGNMENT == 0),
+          f"a byte count from {MIN_LOG_FILE_BYTES} to {MAX_LOG_FILE_BYTES}, a multiple of "
+          f"{LOG_FILE_ALIGNMENT} (suffixes K/KiB, M/MiB, G/GiB allowed)"),
+    _Knob("inflight_epochs", "PAGEWAL_INFLIGHT_EPOCHS", _parse_int,
+          lambda v: _is_int(v) and 1 <= v <= MAX_INFLIGHT_EPOCHS,
+          f"an integer from 1 to {MAX_INFLIGHT_EPOCHS}"),
 )
 _KNOB_BY_FIELD = {knob.field: knob for knob in _KNOBS}
 _KNOB_BY_VARIABLE = {knob.variable: knob for knob in _KNOBS}
@@ -204,6 +216,11 @@ class WalConfig:
     ``checkpoint_bytes`` (used by :class:`pagewal.WalPager`): log bytes written since the last
     checkpoint that start an automatic checkpoint; the pager's read overlay holds at most about
     twice this much (writers wait beyond that). Does not change what a crash can lose.
+    ``log_file_bytes``: capacity of one preallocated log file (DESIGN §4.1). Files are created
+    at this size, zero-filled, ahead of need and recycled after a checkpoint; an epoch larger
+    than a file gets a file of its own. Does not change what a crash can lose.
+    ``inflight_epochs``: sealed epochs written concurrently (1: one at a time). Commits are
+    still acknowledged strictly in order (invariant 3); does not change what a crash can lose.
     """
 
     mode: Mode = attrs.field(default=Mode.AUTO, converter=_to_mode, validator=_validate)
@@ -216,6 +233,8 @@ class WalConfig:
     fsync: FsyncMode = attrs.field(default=FsyncMode.FULL, converter=_to_fsync,
                                    validator=_validate)
     checkpoint_bytes: int = attrs.field(default=64 << 20, validator=_validate)
+    log_file_bytes: int = attrs.field(default=64 << 20, validator=_validate)
+    inflight_epochs: int = attrs.field(default=4, validator=_validate)
 
     def __attrs_post_init__(self) -> None:
         if self.max_batch_bytes is not None and self.max_batch_bytes > self.lane_capacity_bytes:

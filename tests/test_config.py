@@ -27,6 +27,8 @@ DESIGN_VARIABLES = {
     "PAGEWAL_SHADOW_COMPARE_PER_MILLE": "shadow_compare_per_mille",
     "PAGEWAL_FSYNC": "fsync",
     "PAGEWAL_CHECKPOINT_BYTES": "checkpoint_bytes",  # used by the pager
+    "PAGEWAL_LOG_FILE_BYTES": "log_file_bytes",
+    "PAGEWAL_INFLIGHT_EPOCHS": "inflight_epochs",
 }
 FIELDS = {a.name for a in attrs.fields(WalConfig)}
 
@@ -149,6 +151,10 @@ VALID_ENV = [
     ("PAGEWAL_CHECKPOINT_BYTES", "64K", 64 * KIB),
     ("PAGEWAL_CHECKPOINT_BYTES", "256 MiB", 256 * MIB),
     ("PAGEWAL_CHECKPOINT_BYTES", "1099511627776", 1 << 40),
+    ("PAGEWAL_LOG_FILE_BYTES", "64K", 64 * KIB),
+    ("PAGEWAL_LOG_FILE_BYTES", "1 MiB", MIB),
+    ("PAGEWAL_INFLIGHT_EPOCHS", "1", 1),
+    ("PAGEWAL_INFLIGHT_EPOCHS", "64", 64),
 ]
 
 
@@ -577,3 +583,23 @@ def test_config_sources_without_a_mapping_reads_os_environ(
     sources = config_sources()
     assert sources["epoch_interval_ms"] == "env PAGEWAL_EPOCH_INTERVAL_MS"
     assert sources["lanes"] == "default"
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("PAGEWAL_LOG_FILE_BYTES", "1000"),  # below the minimum
+    ("PAGEWAL_LOG_FILE_BYTES", "70000"),  # not a multiple of the 4,096-byte alignment
+    ("PAGEWAL_LOG_FILE_BYTES", "2TiB"),
+    ("PAGEWAL_INFLIGHT_EPOCHS", "0"),
+    ("PAGEWAL_INFLIGHT_EPOCHS", "65"),
+    ("PAGEWAL_INFLIGHT_EPOCHS", "four"),
+])
+def test_log_file_knobs_reject_values_the_format_cannot_hold(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        WalConfig.from_env({variable: value})
+    assert variable in str(caught.value) and repr(value) in str(caught.value)
+
+
+def test_log_file_knobs_accept_sizes_with_suffixes() -> None:
+    config = WalConfig.from_env({"PAGEWAL_LOG_FILE_BYTES": "1MiB", "PAGEWAL_INFLIGHT_EPOCHS": "1"})
+    assert (config.log_file_bytes, config.inflight_epochs) == (1 << 20, 1)
+    assert (WalConfig().log_file_bytes, WalConfig().inflight_epochs) == (64 << 20, 4)
