@@ -203,7 +203,15 @@ def _u64(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
 
 @attrs.frozen(kw_only=True)
 class SegmentHeader:
-    """The 64-byte segment header (DESIGN §4). Construction enforces the format's bounds."""
+    """A segment header (DESIGN §4). Construction enforces the format's bounds.
+
+    ``version`` 1 is the 64-byte header of a segment file of its own (read only now; its
+    :meth:`encode` is byte for byte what pagewal 0.1 wrote). ``version`` 2 is the 128-byte
+    header of a segment inside a log file; it adds the log's identity (``log_id``,
+    ``file_no``, ``salt``, equal to the log file header's) and ``acked_epoch``, and is
+    encoded with its body by :func:`pagewal._layout.encode_segment_v2` (its CRC covers the
+    body). A version 1 header keeps the version 2 fields at their defaults.
+    """
 
     epoch: int = attrs.field(validator=_u64)
     record_count: int
@@ -213,6 +221,11 @@ class SegmentHeader:
     prev_epoch: int = attrs.field(validator=_u64)
     body_length: int = attrs.field(validator=_u64)
     flags: int = 0
+    version: int = FORMAT_VERSION
+    log_id: bytes = bytes(16)
+    file_no: int = attrs.field(default=0, validator=_u64)
+    salt: int = attrs.field(default=0, validator=_u64)
+    acked_epoch: int = attrs.field(default=0, validator=_u64)
 
     def __attrs_post_init__(self) -> None:
         if not 1 <= self.record_count <= 2**32 - 1:
@@ -221,14 +234,39 @@ class SegmentHeader:
             raise ValueError(f"lane_count={self.lane_count} must be in 1..65535")
         if self.flags & ~SEGMENT_FLAG_SERIALIZED:
             raise ValueError(f"flags={self.flags:#x} has unknown bits")
+        if self.version == FORMAT_VERSION:
+            if (self.log_id, self.file_no, self.salt, self.acked_epoch) != (bytes(16), 0, 0, 0):
+                raise ValueError("a version 1 header has no log_id, file_no, salt or acked_epoch")
+        elif self.version == 2:
+            if len(self.log_id) != 16 or not any(self.log_id):
+                raise ValueError("log_id must be 16 bytes, not all zero")
+            if self.file_no < 1 or self.salt == 0:
+                raise ValueError(f"file_no={self.file_no} and salt={self.salt} must not be 0")
+            if self.acked_epoch >= self.epoch:
+                raise ValueError(f"acked_epoch={self.acked_epoch} must be before the segment's "
+                                 f"epoch {self.epoch} (it is not acknowledged when sealed)")
+        else:
+            raise ValueError(f"version={self.version} must be 1 or 2")
 
     @property
     def serialized(self) -> bool:
         """Whether the segment holds commits staged on the serialized (fallback) path."""
         return bool(self.flags & SEGMENT_FLAG_SERIALIZED)
 
+    @property
+    def encoded_size(self) -> int:
+        """Bytes of the header itself: 64 (version 1) or 128 (version 2)."""
+        return HEADER_SIZE if self.version == FORMAT_VERSION else 2 * HEADER_SIZE
+
     def encode(self) -> bytes:
-        """The 64-byte header, CRC32C included (DESIGN §4)."""
+        """The 64-byte version 1 header, CRC32C included (DESIGN §4).
+
+        A version 2 header's checksum covers its body: encode it with
+        :func:`pagewal._layout.encode_segment_v2`.
+        """
+        if self.version != FORMAT_VERSION:
+            raise ValueError("a version 2 header is encoded with its body "
+                             "(pagewal._layout.encode_segment_v2)")
         head = _HEADER.pack(
             MAGIC, FORMAT_VERSION, self.flags, self.epoch, self.record_count, self.lane_count, 0,
             self.commit_seq_lo, self.commit_seq_hi, self.prev_epoch, self.body_length, 0,
@@ -364,10 +402,22 @@ def decode_segment(
     if expected_epoch is not None and header.epoch != expected_epoch:
         raise CorruptSegmentError(
             path, 8, f"header epoch {header.epoch} does not match the file name's {expected_epoch}")
-    records = _decode_uniform(view, header)
+    return decode_records(view, header, path, HEADER_SIZE)
+
+
+def decode_records(
+    view: memoryview, header: SegmentHeader, path: str, start: int
+) -> DecodedSegment:
+    """Validate and index the records of a segment whose body starts at ``start`` in ``view``
+    (the body's bytes must be present: the caller checked the header's lengths against them).
+
+    Offsets (in errors and in the returned index) are positions in ``view``: pass a whole
+    file to get file offsets. Version 1 and version 2 bodies are the same records.
+    """
+    records = _decode_uniform(view, header, start)
     if records is not None:
         return DecodedSegment(path=path, header=header, records=records, data=view)
-    return _decode_records(view, header, path)
+    return _decode_records(view, header, path, start)
 
 
 _UNIFORM_MIN_RECORD_SIZE: Final = 512
@@ -383,7 +433,9 @@ def _uniform_dtype(record_size: int) -> np.dtype[np.void]:
     ])
 
 
-def _decode_uniform(view: memoryview, header: SegmentHeader) -> RecordArray | None:
+def _decode_uniform(
+    view: memoryview, header: SegmentHeader, start: int = HEADER_SIZE
+) -> RecordArray | None:
     """The fast path for a body of records that are all the same size (a page store's): every
     check of :func:`_decode_records` done on numpy columns, one CRC call per record.
 
@@ -398,8 +450,7 @@ def _decode_uniform(view: memoryview, header: SegmentHeader) -> RecordArray | No
     # file (decoding never allocates more than the bytes it was given).
     if not _UNIFORM_MIN_RECORD_SIZE <= record_size <= RECORD_OVERHEAD + MAX_IMAGE_SIZE:
         return None
-    body = np.frombuffer(view, dtype=_uniform_dtype(record_size), count=count,
-                         offset=HEADER_SIZE)
+    body = np.frombuffer(view, dtype=_uniform_dtype(record_size), count=count, offset=start)
     seqs = body["commit_seq"]
     last = (body["flags"] & RECORD_FLAG_LAST).astype(bool)
     lo, hi = header.commit_seq_lo, header.commit_seq_hi
@@ -418,7 +469,7 @@ def _decode_uniform(view: memoryview, header: SegmentHeader) -> RecordArray | No
     if starts.size != hi - lo + 1 or np.any(np.sort(starts) != np.arange(lo, hi + 1)):
         return None
     checksum = crc32c.crc32c
-    offsets = range(HEADER_SIZE + 4, HEADER_SIZE + 4 + count * record_size, record_size)
+    offsets = range(start + 4, start + 4 + count * record_size, record_size)
     covered = record_size - 4 - _CRC_SIZE
     crcs = np.fromiter((checksum(view[o : o + covered]) for o in offsets), dtype=np.uint32,
                        count=count)
@@ -429,14 +480,16 @@ def _decode_uniform(view: memoryview, header: SegmentHeader) -> RecordArray | No
                  "image_length"):
         records[name] = body[name]
     records["image_offset"] = np.arange(count, dtype=np.int64) * record_size + (
-        HEADER_SIZE + _RECORD_PREFIX_SIZE)
+        start + _RECORD_PREFIX_SIZE)
     return records
 
 
-def _decode_records(view: memoryview, header: SegmentHeader, path: str) -> DecodedSegment:
+def _decode_records(
+    view: memoryview, header: SegmentHeader, path: str, start: int = HEADER_SIZE
+) -> DecodedSegment:
     """The record-by-record path: any layout, and the precise error for any corruption."""
     count = header.record_count
-    end = HEADER_SIZE + header.body_length
+    end = start + header.body_length
     lo, hi = header.commit_seq_lo, header.commit_seq_hi
     # Bounded by the bytes present (decode_header checked count * 41 <= body): 39 bytes per
     # row plus one byte per commit, so nothing here allocates more than the file's size.
@@ -449,7 +502,7 @@ def _decode_records(view: memoryview, header: SegmentHeader, path: str) -> Decod
     unpack_prefix = _RECORD_PREFIX.unpack_from
     unpack_crc = _HEADER_CRC.unpack_from
     checksum = crc32c.crc32c
-    position = HEADER_SIZE
+    position = start
     for index in range(count):
         if end - position < _MIN_RECORD_SIZE:
             raise CorruptSegmentError(
@@ -499,7 +552,8 @@ def _decode_records(view: memoryview, header: SegmentHeader, path: str) -> Decod
             path, end, f"commit {open_seq} ends without its last-record flag")
     if seen.count(0):
         raise CorruptSegmentError(
-            path, 24, f"commit seqs are not dense: {seen.count(0)} of [{lo}, {hi}] are missing")
+            path, start - header.encoded_size + 24,
+            f"commit seqs are not dense: {seen.count(0)} of [{lo}, {hi}] are missing")
     return DecodedSegment(path=path, header=header, records=records, data=view)
 
 
