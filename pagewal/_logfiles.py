@@ -1,0 +1,400 @@
+"""Format-2 log files on disk: made ready ahead of need, written in place, recycled.
+
+DESIGN §4.1 and §4.3. Everything that creates, renames, deletes or zero-fills a log file lives
+here and runs off the commit path, in the pool's own thread (invariant 4a): a file is created
+under a temporary name, zero-filled to its full capacity, given a READY header, fsynced, renamed
+to its final name and its directory fsynced before any segment goes into it. The commit path
+only ever overwrites zero-filled (or recycled) blocks of such a file at aligned offsets: the
+file's size and blocks never change, so a durable write needs no journal commit.
+
+:class:`ReadyFilePool` keeps the next files ready. :class:`LogFileWriter` places each sealed
+epoch's segment at the next aligned offset of the active file (moving to a ready file when it
+does not fit), writes it with one durable write, and hands files a checkpoint has covered back
+to the pool to be recycled under a new number and salt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from ._codec import ChainPosition
+from ._fs import Buffer, FileMode, FileSystem, write_all
+from ._layout import (
+    FileState,
+    LogFileHeader,
+    log_file_name,
+)
+
+ZERO_CHUNK = 1 << 20
+"""Bytes of zeros written per call while a new log file is filled."""
+
+READY_AHEAD = 1
+"""Ready files the pool keeps beyond the active one."""
+
+
+def new_salt() -> int:
+    """A random non-zero u64: a recycled file's old segments never match its new header."""
+    while True:
+        salt = secrets.randbits(64)
+        if salt:
+            return salt
+
+
+@attrs.frozen
+class LogFileSpec:
+    """What every log file of one log shares."""
+
+    directory: str
+    db_name: str
+    log_id: bytes
+    capacity: int
+    alignment: int
+    inflight_limit: int
+    mode: FileMode | None = None
+
+    def path(self, file_no: int) -> str:
+        return os.path.join(self.directory, log_file_name(self.db_name, file_no))
+
+    def ready_header(self, file_no: int, capacity: int) -> LogFileHeader:
+        return LogFileHeader(
+            log_id=self.log_id, file_no=file_no, salt=new_salt(), capacity=capacity,
+            alignment=self.alignment, inflight_limit=self.inflight_limit,
+            state=FileState.READY, prev_file_no=0, continues_from=ChainPosition(0, 0),
+            min_epoch=0)
+
+
+@attrs.define(eq=False)
+class OpenLogFile:
+    """A log file this log holds open: READY in the pool, or ACTIVE (being written)."""
+
+    path: str
+    fd: int
+    header: LogFileHeader
+    next_offset: int  # where the next segment goes
+    last_epoch: int = 0  # the last epoch placed in it (0: none)
+    unsynced: bool = False  # written without a sync since the last one (fsync=normal/off)
+
+    @property
+    def file_no(self) -> int:
+        return self.header.file_no
+
+    @property
+    def room(self) -> int:
+        return self.header.capacity - self.next_offset
+
+
+@attrs.frozen
+class Placement:
+    """Where one sealed epoch's segment goes: ``file`` at ``offset``, ``span`` bytes."""
+
+    file: OpenLogFile
+    offset: int
+    span: int
+
+
+class ReadyFilePool:
+    """Keeps :data:`READY_AHEAD` log files ready ahead of need, in a thread of its own.
+
+    Files are handed out in file-number order (the reader follows the chain in that order).
+    A file a checkpoint covered is recycled when handed back (:meth:`recycle`): its header is
+    rewritten with the next number and a new salt and made durable, then it is renamed and the
+    directory fsynced; with enough files ready it is deleted instead. An ``OSError`` in the
+    thread is kept and raised by the next :meth:`take`: the writer then breaks the log.
+    """
+
+    def __init__(
+        self, fs: FileSystem, spec: LogFileSpec, next_file_no: int, *,
+        ready: Sequence[OpenLogFile] = (), ahead: int = READY_AHEAD,
+    ) -> None:
+        self._fs = fs
+        self._spec = spec
+        self._ahead = ahead
+        self._next_file_no = next_file_no
+        self._floor = 0  # files numbered below it are never handed out (see make_now)
+        self._ready: list[OpenLogFile] = sorted(ready, key=lambda f: f.file_no)
+        self._retired: list[tuple[str, int | None]] = []  # (path, open fd or None)
+        self._error: OSError | None = None
+        self._stop = False
+        self.waits = 0  # takes that found no file ready (DESIGN §6)
+        self.wait_seconds = 0.0
+        self.files_created = 0
+        self.files_recycled = 0
+        self._cv = threading.Condition(threading.Lock())
+        self._thread = threading.Thread(target=self._run, name="pagewal-log-files", daemon=True)
+        self._thread.start()
+
+    def take(self) -> OpenLogFile:
+        """The next ready file (the lowest number); waits, counted, if none is ready yet."""
+        with self._cv:
+            if not self._ready and self._error is None:
+                self.waits += 1
+                started = time.perf_counter()
+                self._cv.notify_all()
+                while not self._ready and self._error is None and not self._stop:
+                    self._cv.wait()
+                self.wait_seconds += time.perf_counter() - started
+            if self._error is not None:
+                raise self._error
+            if not self._ready:
+                raise RuntimeError("the log file pool is closed")
+            taken = self._ready.pop(0)
+            self._cv.notify_all()
+            return taken
+
+    def make_now(self, capacity: int) -> OpenLogFile:
+        """Create a file of ``capacity`` bytes now, in the caller's thread: for an epoch larger
+        than a log file (invariant 4a's one exception). Ready files numbered below it are
+        deleted, since files are used in number order."""
+        with self._cv:
+            file_no = self._next_file_no
+            self._next_file_no += 1
+            self._floor = file_no + 1
+            skipped = self._ready
+            self._ready = []
+            self._retired.extend((f.path, f.fd) for f in skipped)
+            self._cv.notify_all()
+        return self._create(file_no, capacity)
+
+    def recycle(self, files: Sequence[tuple[str, int | None]]) -> None:
+        """Hand back files every segment of which a durable checkpoint covers (path, open
+        descriptor or None)."""
+        if files:
+            with self._cv:
+                self._retired.extend(files)
+                self._cv.notify_all()
+
+    def close(self) -> None:
+        """Stop the thread; close the ready files (they stay on disk, ready for the next open)
+        and whatever was handed back but not yet recycled (left for the next checkpoint)."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join()
+        for item in self._ready:
+            with contextlib.suppress(OSError):
+                self._fs.close(item.fd)
+        for _, fd in self._retired:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    self._fs.close(fd)
+        self._ready, self._retired = [], []
+
+    # ------------------------------------------------------------------ the pool's thread
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and self._error is None and not self._work_due():
+                    self._cv.wait()
+                if self._stop or self._error is not None:
+                    return
+                retired = self._retired.pop(0) if self._retired else None
+                file_no = self._next_file_no
+                if retired is None or len(self._ready) < self._ahead:
+                    self._next_file_no += 1
+            try:
+                if retired is not None and len(self._ready) >= self._ahead:
+                    self._delete(*retired)
+                    continue
+                if retired is not None:
+                    made = self._recycle(retired[0], retired[1], file_no)
+                else:
+                    made = self._create(file_no, self._spec.capacity)
+            except OSError as error:
+                with self._cv:
+                    self._error = error
+                    self._cv.notify_all()
+                return
+            with self._cv:
+                if made.file_no < self._floor:  # made while make_now() went ahead of it
+                    self._retired.append((made.path, made.fd))
+                else:
+                    self._ready.append(made)
+                    self._ready.sort(key=lambda f: f.file_no)
+                self._cv.notify_all()
+
+    def _work_due(self) -> bool:
+        return bool(self._retired) or len(self._ready) < self._ahead
+
+    def _create(self, file_no: int, capacity: int) -> OpenLogFile:
+        """Invariant 4a: a new file is zero-filled to ``capacity``, given its header and made
+        durable (data, then the name) before it is ever handed out."""
+        fs, spec = self._fs, self._spec
+        final = spec.path(file_no)
+        temp = final + ".tmp"
+        fd = fs.open_for_write(temp, spec.mode)  # O_EXCL: nothing already there is touched
+        try:
+            header = spec.ready_header(file_no, capacity)
+            zeros = memoryview(bytes(min(ZERO_CHUNK, capacity)))
+            offset = 0
+            while offset < capacity:
+                chunk = zeros[: min(len(zeros), capacity - offset)]
+                offset += write_all(fs, fd, [chunk], offset=offset)
+            write_all(fs, fd, [header.encode()], offset=0)
+            fs.fsync(fd)
+            fs.rename(temp, final)
+            fs.fsync_dir(spec.directory)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                fs.close(fd)
+            with contextlib.suppress(OSError):
+                fs.unlink(temp)
+            raise
+        with self._cv:
+            self.files_created += 1
+        return OpenLogFile(path=final, fd=fd, header=header, next_offset=spec.alignment)
+
+    def _recycle(self, path: str, fd: int | None, file_no: int) -> OpenLogFile:
+        """A retired file gets a new number and salt: header first (durable), then the name.
+        A crash between the two leaves a file whose header names another number than its
+        name: recovery knows it for a spare of this log, never for data."""
+        fs, spec = self._fs, self._spec
+        if fd is None:
+            fd = fs.open_for_update(path)
+        try:
+            capacity = fs.file_size(fd)
+            header = spec.ready_header(file_no, capacity)
+            write_all(fs, fd, [header.encode()], offset=0)
+            fs.fsync(fd)
+            final = spec.path(file_no)
+            fs.rename(path, final)
+            fs.fsync_dir(spec.directory)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                fs.close(fd)
+            raise
+        with self._cv:
+            self.files_recycled += 1
+        return OpenLogFile(path=final, fd=fd, header=header, next_offset=spec.alignment)
+
+    def _delete(self, path: str, fd: int | None) -> None:
+        fs = self._fs
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fs.close(fd)
+        fs.unlink(path)
+        fs.fsync_dir(self._spec.directory)
+
+
+@attrs.frozen
+class WriteTimes:
+    """How long one segment's write took, and whether it was a durable write."""
+
+    seconds: float
+    durable: bool
+
+
+class LogFileWriter:
+    """Places sealed epochs in log files and writes them (DESIGN §4.3).
+
+    :meth:`place` is called for epochs in seal order, under the log's seal lock: it decides
+    each segment's offset, so segments lie in a file in epoch order with no gaps. :meth:`write`
+    may then run for several placements at once, from different threads. A file's ACTIVE
+    header (where the chain continues from) is written durably when the file is first placed
+    into, before any segment of it is written.
+    """
+
+    def __init__(
+        self, fs: FileSystem, spec: LogFileSpec, pool: ReadyFilePool, *, durable_writes: bool,
+        active: OpenLogFile | None, position: ChainPosition, min_epoch: int,
+        on_activate: Callable[[OpenLogFile], None] | None = None,
+    ) -> None:
+        self._fs = fs
+        self._spec = spec
+        self._pool = pool
+        self._durable_writes = durable_writes
+        self._active = active
+        self._position = position  # the chain position after the last placed epoch
+        self._min_epoch = min_epoch
+        self._on_activate = on_activate
+        self.files: list[OpenLogFile] = [] if active is None else [active]
+        self.oversized_files = 0
+
+    @property
+    def active(self) -> OpenLogFile | None:
+        return self._active
+
+    def place(self, epoch: int, commit_seq_hi: int, span: int) -> Placement:
+        """Reserve ``span`` bytes for epoch ``epoch``'s segment. May wait for a ready file
+        (counted by the pool) and writes a new file's header; ``OSError`` breaks the log."""
+        active = self._active
+        if active is None or active.room < span:
+            active = self._activate(span)
+        placement = Placement(file=active, offset=active.next_offset, span=span)
+        active.next_offset += span
+        active.last_epoch = epoch
+        self._position = ChainPosition(epoch, commit_seq_hi)
+        return placement
+
+    def _activate(self, span: int) -> OpenLogFile:
+        alignment = self._spec.alignment
+        if span > self._spec.capacity - alignment:
+            self.oversized_files += 1
+            ready = self._pool.make_now(alignment + span)
+        else:
+            ready = self._pool.take()
+        previous = self._active
+        header = attrs.evolve(
+            ready.header, state=FileState.ACTIVE,
+            prev_file_no=0 if previous is None else previous.file_no,
+            continues_from=self._position, min_epoch=self._min_epoch)
+        write_all(self._fs, ready.fd, [header.encode()], offset=0, dsync=True)
+        ready.header = header
+        self._active = ready
+        self.files.append(ready)
+        if self._on_activate is not None:
+            self._on_activate(ready)
+        return ready
+
+    def write(self, placement: Placement, buffers: Sequence[Buffer]) -> WriteTimes:
+        """One write of the segment at its offset: durable on return with ``fsync=full``
+        (``pwritev2(RWF_DSYNC)``, else write and ``fdatasync``)."""
+        started = time.perf_counter()
+        written = write_all(self._fs, placement.file.fd, buffers, offset=placement.offset,
+                            dsync=self._durable_writes)
+        if written != placement.span:  # pragma: no cover - an encoding bug
+            raise AssertionError(f"segment of {written} bytes placed in {placement.span}")
+        if not self._durable_writes:
+            placement.file.unsynced = True
+        return WriteTimes(seconds=time.perf_counter() - started, durable=self._durable_writes)
+
+    def sync(self) -> int:
+        """fsync=normal: make what was written without sync durable. Returns the fsyncs made."""
+        count = 0
+        for file in self.files:
+            if file.unsynced:
+                file.unsynced = False
+                self._fs.fsync(file.fd)
+                count += 1
+        return count
+
+    def write_at_end(self, buffers: Sequence[Buffer], *, sync: bool) -> bool:
+        """Write ``buffers`` (the clean-shutdown marker, one aligned block) at the next offset
+        of the active file, if it has room; not part of the chain."""
+        active = self._active
+        size = sum(memoryview(b).nbytes for b in buffers)
+        if active is None or active.room < size:
+            return False
+        write_all(self._fs, active.fd, buffers, offset=active.next_offset, dsync=sync)
+        return True
+
+    def retire_before(self, file_no: int) -> list[OpenLogFile]:
+        """Stop tracking the files numbered below ``file_no`` (a checkpoint covers them) and
+        return them; the caller hands them to :meth:`ReadyFilePool.recycle`."""
+        retired = [f for f in self.files if f.file_no < file_no and f is not self._active]
+        self.files = [f for f in self.files if f not in retired]
+        return retired
+
+    def close(self) -> None:
+        for file in self.files:
+            with contextlib.suppress(OSError):
+                self._fs.close(file.fd)
+        self.files = []
+        self._active = None
