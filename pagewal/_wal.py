@@ -37,7 +37,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import attrs
 
@@ -72,7 +71,7 @@ from ._fs import FileSystem, OsFileSystem, PublishTimes, publish_atomically, syn
 from ._lanes import Lane, detached
 from ._precreate import TempFilePrecreator
 from ._recovery import LogFiles, _read_chain, quarantine, write_checkpoint
-from ._stats import FallbackReason, Ticket, WalStats
+from ._stats import Counters, FallbackReason, Ticket, WalStats
 
 _QUIET_SECONDS = 0.0002
 """Seal early once nobody has staged for this long and someone waits (adaptive sealing)."""
@@ -190,13 +189,7 @@ class Wal:
         self._publish_lock = threading.Lock()
         self._unsynced: list[str] = []
         self._last_sync_at = clock()
-        self._counters: dict[str, Any] = dict.fromkeys(
-            ("epochs_sealed", "records_written", "bytes_written", "fsync_count",
-             "shadow_compares", "shadow_divergences"), 0)
-        self._counters.update(dict.fromkeys(
-            ("fsync_seconds_total", "fsync_seconds_max", "seal_seconds_total",
-             "write_seconds_total", "last_epoch_seal_seconds", "last_epoch_write_seconds",
-             "last_epoch_fsync_seconds"), 0.0))
+        self._counters = Counters()
         self._last_shadow_divergence: str | None = None
 
         # Guarded by _retire_lock: where the recorded checkpoint stands (see retire()).
@@ -597,7 +590,6 @@ class Wal:
 
     def statistics(self) -> WalStats:
         """A snapshot of the counters (DESIGN §6). Cheap; may be called from any thread."""
-        counters = self._counters
         durable = self._durable
         with self._seq_lock:
             staged = self._next_seq - 1 - self._recovery.last.commit_seq
@@ -605,25 +597,14 @@ class Wal:
             mode = Mode.CONSERVATIVE.value
         else:
             mode = self._config.mode.value
+        counters = attrs.asdict(self._counters)
         return WalStats(
-            mode=mode, lanes=len(self._lanes), open_epoch=self._open_epoch,
+            **counters, mode=mode, lanes=len(self._lanes), open_epoch=self._open_epoch,
             durable_epoch=durable.epoch, durable_commit_seq=durable.commit_seq,
-            commits_staged=staged, epochs_sealed=counters["epochs_sealed"],
-            segments_written=counters["epochs_sealed"],
-            records_written=counters["records_written"],
-            bytes_written=counters["bytes_written"], fsync_count=counters["fsync_count"],
-            fsync_seconds_total=counters["fsync_seconds_total"],
-            fsync_seconds_max=counters["fsync_seconds_max"],
-            seal_seconds_total=counters["seal_seconds_total"],
-            write_seconds_total=counters["write_seconds_total"],
-            last_epoch_seal_seconds=counters["last_epoch_seal_seconds"],
-            last_epoch_write_seconds=counters["last_epoch_write_seconds"],
-            last_epoch_fsync_seconds=counters["last_epoch_fsync_seconds"],
+            commits_staged=staged, segments_written=counters["epochs_sealed"],
             fallbacks=dict(self._fallbacks),
             lane_backlog_bytes=tuple(lane.used for lane in self._lanes),
             serialized_backlog_bytes=self._serial_bytes,
-            shadow_compares=counters["shadow_compares"],
-            shadow_divergences=counters["shadow_divergences"],
             last_shadow_divergence=self._last_shadow_divergence,
             broken=self._broken is not None, closed=self._lock is None,
         )
@@ -962,17 +943,17 @@ class Wal:
                 f"prefix", error)
             return False
         counters = self._counters
-        counters["epochs_sealed"] += 1
-        counters["records_written"] += record_count
-        counters["bytes_written"] += HEADER_SIZE + header.body_length
-        counters["fsync_count"] += times.fsync_count
-        counters["fsync_seconds_total"] += times.fsync_seconds
-        counters["fsync_seconds_max"] = max(counters["fsync_seconds_max"], times.fsync_seconds)
-        counters["seal_seconds_total"] += sealed.seal_seconds
-        counters["write_seconds_total"] += times.write_seconds
-        counters["last_epoch_seal_seconds"] = sealed.seal_seconds
-        counters["last_epoch_write_seconds"] = times.write_seconds
-        counters["last_epoch_fsync_seconds"] = times.fsync_seconds
+        counters.epochs_sealed += 1
+        counters.records_written += record_count
+        counters.bytes_written += HEADER_SIZE + header.body_length
+        counters.fsync_count += times.fsync_count
+        counters.fsync_seconds_total += times.fsync_seconds
+        counters.fsync_seconds_max = max(counters.fsync_seconds_max, times.fsync_seconds)
+        counters.seal_seconds_total += sealed.seal_seconds
+        counters.write_seconds_total += times.write_seconds
+        counters.last_epoch_seal_seconds = sealed.seal_seconds
+        counters.last_epoch_write_seconds = times.write_seconds
+        counters.last_epoch_fsync_seconds = times.fsync_seconds
         self._mark_durable(sealed)
         return True
 
@@ -1001,7 +982,7 @@ class Wal:
             body_length=len(expected_body))
         path = self._files.path(segment_name(self._files.db_name, sealed.epoch))
         expected = decode_segment(header.encode() + expected_body, path)
-        self._counters["shadow_compares"] += 1
+        self._counters.shadow_compares += 1
         try:
             candidate_header = attrs.evolve(header, record_count=sealed.record_count,
                                             body_length=sum(b.nbytes for b in sealed.body))
@@ -1012,7 +993,7 @@ class Wal:
             difference = f"parallel encoding does not decode: {error}"
         if difference is None:
             return None
-        self._counters["shadow_divergences"] += 1
+        self._counters.shadow_divergences += 1
         self._last_shadow_divergence = f"epoch {sealed.epoch}: {difference}"
         # DESIGN §5: the divergent bytes never become durable; the serialized encoding does,
         # and every later commit takes the serialized path.
@@ -1028,7 +1009,7 @@ class Wal:
             self._break(f"fsync of published segments failed ({error}); they may not survive "
                         "a power loss; reopen the log", error)
             return False
-        self._counters["fsync_count"] += len(self._unsynced) + 1
+        self._counters.fsync_count += len(self._unsynced) + 1
         self._unsynced = []
         self._last_sync_at = self._clock()
         return True
