@@ -1,4 +1,5 @@
-"""Value objects a running log hands out: tickets, statistics, fallback reasons."""
+"""Value objects a running log hands out (tickets, statistics, fallback reasons) and the
+counters behind its statistics."""
 
 from __future__ import annotations
 
@@ -26,9 +27,33 @@ class Ticket:
     epoch: int
 
 
+@attrs.define(kw_only=True)
+class Counters:
+    """What the publisher of a log counts as it goes (mutable; times in seconds).
+
+    :class:`WalStats` is a frozen snapshot of these fields plus the log's state, so each
+    counter is declared once, here.
+    """
+
+    epochs_sealed: int = 0
+    records_written: int = 0
+    bytes_written: int = 0
+    fsync_count: int = 0
+    fsync_seconds_total: float = 0.0
+    fsync_seconds_max: float = 0.0
+    seal_seconds_total: float = 0.0
+    write_seconds_total: float = 0.0
+    last_epoch_seal_seconds: float = 0.0
+    last_epoch_write_seconds: float = 0.0
+    last_epoch_fsync_seconds: float = 0.0
+    shadow_compares: int = 0
+    shadow_divergences: int = 0
+
+
 @attrs.frozen(kw_only=True)
-class WalStats:
-    """A snapshot of a log's counters (``Wal.statistics()``); times are in seconds."""
+class WalStats(Counters):
+    """A snapshot of a log's counters (``Wal.statistics()``, the fields of :class:`Counters`)
+    and of its state; times are in seconds."""
 
     mode: str
     lanes: int
@@ -36,23 +61,10 @@ class WalStats:
     durable_epoch: int
     durable_commit_seq: int
     commits_staged: int
-    epochs_sealed: int
     segments_written: int
-    records_written: int
-    bytes_written: int
-    fsync_count: int
-    fsync_seconds_total: float
-    fsync_seconds_max: float
-    seal_seconds_total: float
-    write_seconds_total: float
-    last_epoch_seal_seconds: float
-    last_epoch_write_seconds: float
-    last_epoch_fsync_seconds: float
     fallbacks: Mapping[str, int]
     lane_backlog_bytes: tuple[int, ...]
     serialized_backlog_bytes: int
-    shadow_compares: int
-    shadow_divergences: int
     last_shadow_divergence: str | None
     broken: bool
     closed: bool

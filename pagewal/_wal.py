@@ -10,13 +10,19 @@ Locking protocol (the heart of DESIGN invariant 2):
   counter only moves inside them: ``seq_a < seq_b ⇒ epoch_a ≤ epoch_b``, each segment holds a
   dense seq range, and a ticket's epoch is the one whose segment carries its records.
 
-Lock order: ``_retire_lock`` → ``_publish_lock`` → lane locks (ascending) → ``_ticker_cv``;
-``_retire_lock`` → ``_close_lock``. ``_durable_cv`` and ``_space_cv`` are never held while
-taking another lock.
+Lock order: ``_retire_lock`` → ``_publish_lock`` → lane locks (ascending) → ``_ticker_cv``.
+``_durable_cv`` and ``_space_cv`` are never held while taking another lock.
+
+The log's lifecycle (open, closing, closed, broken), the sealed epochs, the durable position
+and the waiters for it live in one pure :class:`~pagewal._sequencer.Sequencer`, guarded by
+``_durable_cv``; this module is its driver: it seals, writes and fsyncs, reports each outcome
+to the sequencer, and releases the waiters it hands back after dropping that lock. Reads of
+its durable position and flags without the lock are single attribute reads, as before.
 
 Epochs are sealed and published one at a time, in order, by whoever holds ``_publish_lock``:
 the ticker, or a committing thread leading its own complete epoch (group-commit leader, no
-thread hand-off). Only the publisher marks epochs durable (invariant 3: a contiguous prefix).
+thread hand-off); so the sequencer's in-flight limit is 1. Only the publisher marks epochs
+durable (invariant 3: a contiguous prefix).
 Any ``OSError`` while publishing breaks the log for good (invariant 6).
 
 The ticker normally runs in a thread the log starts itself. An event-loop adapter opens the
@@ -37,7 +43,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Literal
 
 import attrs
 
@@ -72,7 +78,8 @@ from ._fs import FileSystem, OsFileSystem, PublishTimes, publish_atomically, syn
 from ._lanes import Lane, detached
 from ._precreate import TempFilePrecreator
 from ._recovery import LogFiles, _read_chain, quarantine, write_checkpoint
-from ._stats import FallbackReason, Ticket, WalStats
+from ._sequencer import LogState, Sequencer
+from ._stats import Counters, FallbackReason, Ticket, WalStats
 
 _QUIET_SECONDS = 0.0002
 """Seal early once nobody has staged for this long and someone waits (adaptive sealing)."""
@@ -139,7 +146,7 @@ class Wal:
         start_ticker: bool = True,
     ) -> None:
         self._files = files
-        self._lock: int | None = lock
+        self._lock = lock  # released by close(); the sequencer says when that happened
         self._config = config
         self._fs = fs
         self._clock = clock
@@ -162,7 +169,6 @@ class Wal:
         self._serial_records = 0
         self._serial_commits = 0
         self._shadow_epoch = self._shadow_sampled(self._open_epoch)
-        self._closing = False
         self._fallbacks = dict.fromkeys((r.value for r in FallbackReason), 0)
 
         # Guarded by _ticker_cv.
@@ -170,19 +176,18 @@ class Wal:
         self._open_waiters = 0
         self._epoch_opened_at = clock()
         self._seal_requested = False
-        self._stop = False
-        # Who runs the ticker loop: "thread" (our own), "caller" (run_ticker) or "close" (no
-        # ticker had started when close() began, so close ran the last seal itself).
-        self._ticker_runner: str | None = "thread" if start_ticker else None
+        # Who runs the ticker loop: "thread" (our own) or "caller" (run_ticker); None if none
+        # has started (then close() runs the last seal itself).
+        self._ticker_runner: Literal["thread", "caller"] | None = (
+            "thread" if start_ticker else None)
         self._next_lock_check = clock() + LOCK_CHECK_SECONDS
         self._last_submit_at = 0.0  # written racily by submitters; a heuristic only
         self._first_submit_at = 0.0
 
-        # Guarded by _durable_cv.
+        # Guarded by _durable_cv. Its begin_close also holds every lane lock, so a staging
+        # critical section sees the log either open or closing throughout.
         self._durable_cv = threading.Condition(threading.Lock())
-        self._epoch_waiters: dict[int, list[threading.Lock]] = {}
-        self._durable = recovery.last
-        self._broken: tuple[str, BaseException] | None = None
+        self._sequencer = self._new_sequencer(recovery.last)
 
         self._space_cv = threading.Condition(threading.Lock())
 
@@ -190,13 +195,7 @@ class Wal:
         self._publish_lock = threading.Lock()
         self._unsynced: list[str] = []
         self._last_sync_at = clock()
-        self._counters: dict[str, Any] = dict.fromkeys(
-            ("epochs_sealed", "records_written", "bytes_written", "fsync_count",
-             "shadow_compares", "shadow_divergences"), 0)
-        self._counters.update(dict.fromkeys(
-            ("fsync_seconds_total", "fsync_seconds_max", "seal_seconds_total",
-             "write_seconds_total", "last_epoch_seal_seconds", "last_epoch_write_seconds",
-             "last_epoch_fsync_seconds"), 0.0))
+        self._counters = Counters()
         self._last_shadow_divergence: str | None = None
 
         # Guarded by _retire_lock: where the recorded checkpoint stands (see retire()).
@@ -205,8 +204,6 @@ class Wal:
         self._recorded_page_size = recovery.page_size  # kept by every record retire writes
         self._retire_refusal: str | None = None
 
-        self._close_lock = threading.Lock()  # guards _close_started and _lock (None once closed)
-        self._close_started = False
         self._precreator = TempFilePrecreator(
             fs, lambda epoch: files.segment_path(epoch) + TEMP_SUFFIX, self._open_epoch,
             mode=files.file_mode)
@@ -217,6 +214,10 @@ class Wal:
                                             daemon=True)
             self._ticker.start()
         _OPEN_LOGS.add(self)
+
+    def _new_sequencer(self, durable: ChainPosition) -> Sequencer[threading.Lock]:
+        """The sequencer of this log; a waiter's token is a lock its thread blocks on."""
+        return Sequencer(durable, inflight_limit=1)
 
     # ------------------------------------------------------------------ opening
 
@@ -353,11 +354,11 @@ class Wal:
     @property
     def durable_position(self) -> ChainPosition:
         """Where the durable prefix of the chain ends: its last epoch and commit_seq."""
-        return self._durable
+        return self._sequencer.durable
 
     def is_durable(self, ticket: Ticket) -> bool:
         """Whether ``ticket``'s commit is durable (non-blocking)."""
-        return self._durable.epoch >= ticket.epoch
+        return self._sequencer.durable.epoch >= ticket.epoch
 
     def wait_durable(self, ticket: Ticket, timeout: float | None = None) -> None:
         """Block until ``ticket``'s commit is durable.
@@ -372,18 +373,16 @@ class Wal:
         means "forever" to ``threading`` but "already expired" elsewhere, so it is refused).
         """
         timeout = _checked_timeout(timeout)
-        if self._durable.epoch >= ticket.epoch:
+        sequencer = self._sequencer
+        if sequencer.durable.epoch >= ticket.epoch:
             return
         # Each waiter blocks on a lock of its own, released when its epoch is durable: one
         # wake-up per waiter, and no shared lock to re-acquire on the way out.
         waiter = threading.Lock()
         waiter.acquire()
         with self._durable_cv:
-            if self._durable.epoch >= ticket.epoch:
+            if not sequencer.add_waiter(ticket.epoch, waiter):  # raises if the log is broken
                 return
-            if self._broken is not None:
-                self._raise_broken()
-            self._epoch_waiters.setdefault(ticket.epoch, []).append(waiter)
         # Without a timeout the caller may publish its own epoch (see _lead); with one, the
         # ticker publishes, so a stalled disk cannot hold the caller past its timeout.
         if self._note_waiter(ticket.epoch):
@@ -392,12 +391,12 @@ class Wal:
             else:
                 self._request_seal()
         if not waiter.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
-            with self._durable_cv, contextlib.suppress(ValueError):
-                self._epoch_waiters.get(ticket.epoch, []).remove(waiter)
-            if self._durable.epoch < ticket.epoch and self._broken is None:
+            with self._durable_cv:
+                sequencer.remove_waiter(ticket.epoch, waiter)
+            if sequencer.durable.epoch < ticket.epoch and sequencer.broken is None:
                 raise TimeoutError(f"commit {ticket.commit_seq} (epoch {ticket.epoch}) not "
                                    f"durable after {timeout} s")
-        if self._durable.epoch < ticket.epoch:
+        if sequencer.durable.epoch < ticket.epoch:
             self._raise_broken()
 
     def flush(self, timeout: float | None = None) -> None:
@@ -409,7 +408,7 @@ class Wal:
         with self._seq_lock:
             target = self._next_seq - 1
         self._request_seal()
-        self._wait_until(lambda: self._durable.commit_seq >= target, timeout,
+        self._wait_until(lambda: self._sequencer.durable.commit_seq >= target, timeout,
                          f"commits up to {target}")
 
     def sync(self) -> None:
@@ -420,9 +419,9 @@ class Wal:
         nothing to do. A failure breaks the log (:class:`BrokenLogError`).
         """
         with self._publish_lock:
-            if self._unsynced and self._broken is None:
+            if self._unsynced and self._sequencer.broken is None:
                 self._sync_published()
-        if self._broken is not None:
+        if self._sequencer.broken is not None:
             self._raise_broken()
 
     @property
@@ -484,16 +483,16 @@ class Wal:
                 f"{self._files.path(self._files.db_name)}: cannot retire through commit_seq "
                 f"{target}: this log has assigned commit_seqs up to {assigned} only; pass a "
                 "ticket (or position) of this log")
-        if self._durable.commit_seq < target:
+        if self._sequencer.durable.commit_seq < target:
             self._request_seal()
-            self._wait_until(lambda: self._durable.commit_seq >= target, timeout,
+            self._wait_until(lambda: self._sequencer.durable.commit_seq >= target, timeout,
                              f"commits up to {target}")
         with self._retire_lock:
             # close() takes _retire_lock before releasing the log's lock file, so no file is
             # deleted once another opener could be recovering the log.
-            if self._close_started:
+            if self._sequencer.closing:
                 raise ClosedError("the log is closed")
-            if self._broken is not None:
+            if self._sequencer.broken is not None:
                 self._raise_broken()
             if target <= self._retired.commit_seq:
                 return self._retired
@@ -509,7 +508,7 @@ class Wal:
         # Only published segments: nothing at or after the open epoch is touched, so neither
         # the precreated temporary files nor a segment being written are in the way.
         position, epochs = covered_segments(files, fs, self._retired, target,
-                                            self._durable.epoch)
+                                            self._sequencer.durable.epoch)
         if not epochs:
             return self._retired
         # fsync=normal: fsync what was published first. Deleting a segment still listed as
@@ -537,7 +536,7 @@ class Wal:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._durable_cv:
             while not durable():
-                if self._broken is not None:
+                if self._sequencer.broken is not None:
                     self._raise_broken()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -555,18 +554,15 @@ class Wal:
         Raises :class:`BrokenLogError` (once) if the log is broken: staged commits that were not
         acknowledged may be lost. After close, :meth:`submit` raises :class:`ClosedError`.
         """
-        with self._close_lock:
-            first = not self._close_started
-            self._close_started = True
+        with self._all_lanes_locked(), self._durable_cv:
+            first = not self._sequencer.closing
+            if first:
+                self._sequencer.begin_close()
         if first:
-            with self._all_lanes_locked():
-                self._closing = True
             with self._ticker_cv:
-                self._stop = True
                 self._ticker_cv.notify()
+                # run_ticker() no longer starts once close has begun (see there).
                 seal_here = self._ticker_runner is None
-                if seal_here:
-                    self._ticker_runner = "close"
             with self._space_cv:
                 self._space_cv.notify_all()
             if seal_here:
@@ -582,50 +578,41 @@ class Wal:
         else:
             self._ticker_done.wait()
         self._precreator.close()
-        with self._retire_lock, self._close_lock:  # a running retire() finishes first
-            lock, self._lock = self._lock, None
-        if lock is None:
+        with self._retire_lock, self._durable_cv:  # a running retire() finishes first
+            released = self._sequencer.state is LogState.CLOSED
+            if not released:
+                self._sequencer.finish_close()
+        if released:
             return  # another close released the log (and reported a breakage, if any)
-        self._fs.unlock(lock)
+        self._fs.unlock(self._lock)
         if isinstance(self._fs, OsFileSystem):
             self._fs.release()
         _OPEN_LOGS.discard(self)
-        if self._broken is not None:
+        if self._sequencer.broken is not None:
             self._raise_broken()
 
     # ------------------------------------------------------------------ statistics
 
     def statistics(self) -> WalStats:
         """A snapshot of the counters (DESIGN §6). Cheap; may be called from any thread."""
-        counters = self._counters
-        durable = self._durable
+        sequencer = self._sequencer
+        durable = sequencer.durable
         with self._seq_lock:
             staged = self._next_seq - 1 - self._recovery.last.commit_seq
         if self._forced_reason is FallbackReason.SHADOW_DIVERGENCE:
             mode = Mode.CONSERVATIVE.value
         else:
             mode = self._config.mode.value
+        counters = attrs.asdict(self._counters)
         return WalStats(
-            mode=mode, lanes=len(self._lanes), open_epoch=self._open_epoch,
+            **counters, mode=mode, lanes=len(self._lanes), open_epoch=self._open_epoch,
             durable_epoch=durable.epoch, durable_commit_seq=durable.commit_seq,
-            commits_staged=staged, epochs_sealed=counters["epochs_sealed"],
-            segments_written=counters["epochs_sealed"],
-            records_written=counters["records_written"],
-            bytes_written=counters["bytes_written"], fsync_count=counters["fsync_count"],
-            fsync_seconds_total=counters["fsync_seconds_total"],
-            fsync_seconds_max=counters["fsync_seconds_max"],
-            seal_seconds_total=counters["seal_seconds_total"],
-            write_seconds_total=counters["write_seconds_total"],
-            last_epoch_seal_seconds=counters["last_epoch_seal_seconds"],
-            last_epoch_write_seconds=counters["last_epoch_write_seconds"],
-            last_epoch_fsync_seconds=counters["last_epoch_fsync_seconds"],
+            commits_staged=staged, segments_written=counters["epochs_sealed"],
             fallbacks=dict(self._fallbacks),
             lane_backlog_bytes=tuple(lane.used for lane in self._lanes),
             serialized_backlog_bytes=self._serial_bytes,
-            shadow_compares=counters["shadow_compares"],
-            shadow_divergences=counters["shadow_divergences"],
             last_shadow_divergence=self._last_shadow_divergence,
-            broken=self._broken is not None, closed=self._lock is None,
+            broken=sequencer.broken is not None, closed=sequencer.state is LogState.CLOSED,
         )
 
     # ------------------------------------------------------------------ staging
@@ -645,7 +632,7 @@ class Wal:
 
     def _stage_parallel(self, lane: Lane, commit: Commit) -> Ticket | None:
         with lane.lock:
-            if self._closing:
+            if self._sequencer.closing:
                 raise ClosedError("the log is closed")
             if not lane.fits(commit) or self._forced_reason is not None:
                 return None
@@ -668,7 +655,7 @@ class Wal:
         waited = False
         while True:
             with self._all_lanes_locked():
-                if self._closing:
+                if self._sequencer.closing:
                     raise ClosedError("the log is closed")
                 full = self._serial_bytes + commit.encoded_size > self._serial_capacity
                 # A commit larger than the whole bound is admitted alone (no other serialized
@@ -711,7 +698,9 @@ class Wal:
         """Invariant 8: staging memory is full; wait for the seal of ``epoch`` to free it."""
         self._request_seal()
         with self._space_cv:
-            while self._open_epoch == epoch and not self._closing and self._broken is None:
+            sequencer = self._sequencer
+            while (self._open_epoch == epoch and not sequencer.closing
+                   and sequencer.broken is None):
                 self._space_cv.wait()
         self._raise_if_unusable()
 
@@ -725,7 +714,7 @@ class Wal:
     def _note_waiter(self, epoch: int) -> bool:
         """Count a waiter of the open epoch; True when every staged commit is now awaited."""
         with self._ticker_cv:
-            if epoch != self._open_epoch or self._stop:
+            if epoch != self._open_epoch or self._sequencer.closing:
                 return False
             self._open_waiters += 1
             complete = self._open_waiters >= self._next_seq - self._epoch_first_seq
@@ -748,14 +737,15 @@ class Wal:
         return per_mille > 0 and (epoch * 2654435761) % 1000 < per_mille
 
     def _raise_if_unusable(self) -> None:
-        if self._broken is not None:
+        if self._sequencer.broken is not None:
             self._raise_broken()
-        if self._closing:
+        if self._sequencer.closing:
             raise ClosedError("the log is closed")
 
     def _raise_broken(self) -> None:
-        assert self._broken is not None
-        message, cause = self._broken
+        broken = self._sequencer.broken
+        assert broken is not None
+        message, cause = broken
         raise BrokenLogError(message) from cause
 
     # ------------------------------------------------------------------ the ticker
@@ -773,9 +763,12 @@ class Wal:
         with self._ticker_cv:
             runner = self._ticker_runner
             if runner is None:
+                if self._sequencer.closing:
+                    # close() began first and saw no ticker: it publishes the last epoch.
+                    # (It sets closing before it looks, under this lock, so exactly one of
+                    # the two runs the loop.)
+                    return
                 self._ticker_runner = "caller"
-        if runner == "close":
-            return
         if runner is not None:
             raise RuntimeError(
                 "this log's ticker already runs "
@@ -788,7 +781,7 @@ class Wal:
 
     def _run_ticker(self) -> None:
         try:
-            while self._broken is None:
+            while self._sequencer.broken is None:
                 final = self._wait_until_seal_due()
                 with self._publish_lock:
                     if not self._seal_and_publish():
@@ -806,7 +799,7 @@ class Wal:
         """Seal the open epoch and publish it; the caller holds ``_publish_lock``, so epochs
         are sealed and published one at a time, in order. False once the log is broken."""
         sealed = self._seal()
-        return self._publish(sealed) if sealed is not None else self._broken is None
+        return self._publish(sealed) if sealed is not None else self._sequencer.broken is None
 
     def _lead(self, epoch: int) -> None:
         """Group-commit leader: a committer whose epoch is complete (every staged commit has a
@@ -839,10 +832,10 @@ class Wal:
         quiet = min(_QUIET_SECONDS, max_delay)
         with self._ticker_cv:
             while True:
-                if self._stop:
+                if self._sequencer.closing:
                     return True
                 check_in = self._check_lock_when_due()
-                if self._broken is not None:
+                if self._sequencer.broken is not None:
                     return False  # the lock is lost: nothing more is published
                 staged = self._next_seq - self._epoch_first_seq
                 if staged == 0:
@@ -876,10 +869,9 @@ class Wal:
         if now < self._next_lock_check:
             return self._next_lock_check - now
         self._next_lock_check = now + LOCK_CHECK_SECONDS
-        lock = self._lock
-        if lock is not None and self._broken is None:
+        if self._sequencer.state is LogState.OPEN:  # not closing, closed or broken
             try:
-                self._fs.check_lock(lock, self._files.lock_path)
+                self._fs.check_lock(self._lock, self._files.lock_path)
             except OSError as error:
                 self._break(
                     f"{self._files.lock_path}: {error.strerror or error}: another process may "
@@ -915,6 +907,12 @@ class Wal:
             # The epoch after a sampled one is compared too: if this one diverges, commits
             # already staged in the next one on the parallel path must not go unchecked.
             self._shadow_epoch = self._shadow_sampled(epoch + 1) or self._shadow_sampled(epoch)
+            with self._durable_cv:
+                prev_epoch = self._sequencer.sealed.epoch
+                # A broken log still swaps the buffers (freeing staging memory) but registers
+                # nothing: _publish then writes nothing.
+                if self._sequencer.broken is None:
+                    self._sequencer.seal(epoch, prev_epoch, hi)
             with self._ticker_cv:
                 self._open_epoch = epoch + 1
                 self._open_waiters = 0
@@ -926,7 +924,7 @@ class Wal:
                         AssertionError("dense commit_seq"))
             return None
         return _SealedEpoch(
-            epoch=epoch, prev_epoch=self._durable.epoch, commit_seq_lo=lo, commit_seq_hi=hi,
+            epoch=epoch, prev_epoch=prev_epoch, commit_seq_lo=lo, commit_seq_hi=hi,
             body=[s.body for s in snapshots if s.records] + serial_chunks,
             record_count=sum(s.records for s in snapshots) + serial_records,
             serialized=bool(serial_chunks), shadow=shadow,
@@ -934,7 +932,7 @@ class Wal:
 
     def _publish(self, sealed: _SealedEpoch) -> bool:
         """Write, fsync and rename segment ``sealed.epoch``; mark it durable. False if broken."""
-        if self._broken is not None:
+        if self._sequencer.broken is not None:
             return False
         body, record_count, serialized = sealed.body, sealed.record_count, sealed.serialized
         if sealed.shadow is not None:
@@ -959,20 +957,20 @@ class Wal:
                 f"publishing segment {self._files.path(name)} failed ({error}); epoch "
                 f"{sealed.epoch} (commits {sealed.commit_seq_lo}..{sealed.commit_seq_hi}) and "
                 f"every later one are not durable; reopen the log to recover the durable "
-                f"prefix", error)
+                f"prefix", error, epoch=sealed.epoch)
             return False
         counters = self._counters
-        counters["epochs_sealed"] += 1
-        counters["records_written"] += record_count
-        counters["bytes_written"] += HEADER_SIZE + header.body_length
-        counters["fsync_count"] += times.fsync_count
-        counters["fsync_seconds_total"] += times.fsync_seconds
-        counters["fsync_seconds_max"] = max(counters["fsync_seconds_max"], times.fsync_seconds)
-        counters["seal_seconds_total"] += sealed.seal_seconds
-        counters["write_seconds_total"] += times.write_seconds
-        counters["last_epoch_seal_seconds"] = sealed.seal_seconds
-        counters["last_epoch_write_seconds"] = times.write_seconds
-        counters["last_epoch_fsync_seconds"] = times.fsync_seconds
+        counters.epochs_sealed += 1
+        counters.records_written += record_count
+        counters.bytes_written += HEADER_SIZE + header.body_length
+        counters.fsync_count += times.fsync_count
+        counters.fsync_seconds_total += times.fsync_seconds
+        counters.fsync_seconds_max = max(counters.fsync_seconds_max, times.fsync_seconds)
+        counters.seal_seconds_total += sealed.seal_seconds
+        counters.write_seconds_total += times.write_seconds
+        counters.last_epoch_seal_seconds = sealed.seal_seconds
+        counters.last_epoch_write_seconds = times.write_seconds
+        counters.last_epoch_fsync_seconds = times.fsync_seconds
         self._mark_durable(sealed)
         return True
 
@@ -1001,7 +999,7 @@ class Wal:
             body_length=len(expected_body))
         path = self._files.path(segment_name(self._files.db_name, sealed.epoch))
         expected = decode_segment(header.encode() + expected_body, path)
-        self._counters["shadow_compares"] += 1
+        self._counters.shadow_compares += 1
         try:
             candidate_header = attrs.evolve(header, record_count=sealed.record_count,
                                             body_length=sum(b.nbytes for b in sealed.body))
@@ -1012,7 +1010,7 @@ class Wal:
             difference = f"parallel encoding does not decode: {error}"
         if difference is None:
             return None
-        self._counters["shadow_divergences"] += 1
+        self._counters.shadow_divergences += 1
         self._last_shadow_divergence = f"epoch {sealed.epoch}: {difference}"
         # DESIGN §5: the divergent bytes never become durable; the serialized encoding does,
         # and every later commit takes the serialized path.
@@ -1028,33 +1026,30 @@ class Wal:
             self._break(f"fsync of published segments failed ({error}); they may not survive "
                         "a power loss; reopen the log", error)
             return False
-        self._counters["fsync_count"] += len(self._unsynced) + 1
+        self._counters.fsync_count += len(self._unsynced) + 1
         self._unsynced = []
         self._last_sync_at = self._clock()
         return True
 
     def _mark_durable(self, sealed: _SealedEpoch) -> None:
+        """The segment of ``sealed`` is published: tell the sequencer, which extends the
+        durable prefix (invariant 3), and release the waiters it hands back."""
         with self._durable_cv:
-            # Invariant 3: durability only ever extends the contiguous durable prefix.
-            if sealed.prev_epoch != self._durable.epoch:  # pragma: no cover - a bug
-                raise AssertionError(
-                    f"epoch {sealed.epoch} follows {sealed.prev_epoch}, but the durable "
-                    f"prefix ends at {self._durable.epoch}")
-            self._durable = ChainPosition(sealed.epoch, sealed.commit_seq_hi)
-            self._durable_cv.notify_all()
-            waiters = self._epoch_waiters.pop(sealed.epoch, [])
-        for waiter in waiters:
+            progress = self._sequencer.completed(sealed.epoch)
+            if progress.durable is not None:
+                self._durable_cv.notify_all()
+        for waiter in progress.release:
             waiter.release()
 
-    def _break(self, message: str, cause: BaseException) -> None:
-        """Invariant 6: fail closed. Nothing later is acknowledged; every waiter is told now."""
+    def _break(self, message: str, cause: BaseException, *, epoch: int | None = None) -> None:
+        """Invariant 6: fail closed. Nothing later is acknowledged; every waiter is told now.
+        ``epoch``: the sealed epoch whose write or sync failed, if that is what broke."""
         with self._durable_cv:
-            if self._broken is None:
-                self._broken = (message, cause)
+            sequencer = self._sequencer
+            progress = (sequencer.fail(message, cause) if epoch is None
+                        else sequencer.failed(epoch, message, cause))
             self._durable_cv.notify_all()
-            waiters = [w for epoch_waiters in self._epoch_waiters.values() for w in epoch_waiters]
-            self._epoch_waiters.clear()
-        for waiter in waiters:
+        for waiter in progress.release:
             waiter.release()
         with self._space_cv:
             self._space_cv.notify_all()

@@ -12,6 +12,7 @@ from .._codec import ChainPosition, Commit
 from .._fs import FileSystem, PublishTimes, publish_atomically
 from .._lanes import Lane
 from .._pager import WalPager
+from .._sequencer import Progress, Sequencer
 from .._stats import Ticket
 from .._wal import Wal, _SealedEpoch
 
@@ -66,7 +67,7 @@ class AcksBeforeFsync(Wal):
         return super()._write_segment(sealed, name, buffers)
 
     def _mark_durable(self, sealed: _SealedEpoch) -> None:
-        if self._durable.epoch < sealed.epoch:
+        if self.durable_position.epoch < sealed.epoch:
             super()._mark_durable(sealed)
 
 
@@ -88,6 +89,7 @@ class CommitStraddlesEpochs(Wal):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._gate = threading.Condition(threading.Lock())
         self._held = False  # no seal may start while set
+        self._released = False  # set once close() begins: nothing is held from then on
         self._claimed = False  # a commit has begun to straddle (only the first is held)
         self._straddler: int | None = None  # its commit_seq, once staged
 
@@ -125,7 +127,7 @@ class CommitStraddlesEpochs(Wal):
 
     def _seal(self) -> _SealedEpoch | None:
         with self._gate:
-            while self._held and not self._closing:
+            while self._held and not self._released:
                 self._gate.wait()
         return super()._seal()
 
@@ -138,29 +140,36 @@ class CommitStraddlesEpochs(Wal):
         super().wait_durable(ticket, timeout)
 
     def close(self) -> None:
-        with self._all_lanes_locked():
-            self._closing = True  # what close sets first; set here so no hold outlives it
         with self._gate:
+            self._released = True  # before close seals the last epoch: no hold outlives it
             self._held = False
             self._gate.notify_all()
         super().close()
+
+
+class _HighWaterMarkSequencer(Sequencer[threading.Lock]):
+    """Completing an epoch makes it and every earlier sealed epoch durable."""
+
+    def completed(self, epoch: int) -> Progress[threading.Lock]:
+        for earlier in [e for e in self._pending if e < epoch]:
+            super().completed(earlier)
+        return super().completed(epoch)
 
 
 class HighWaterMarkDurability(Wal):
     """Treats durability as a high-water mark: a failed epoch is skipped, the log goes on, and
     the next epoch's success acknowledges the failed one's commits too."""
 
+    def _new_sequencer(self, durable: ChainPosition) -> Sequencer[threading.Lock]:
+        # No limit: the failed epochs stay in flight, and the next success acknowledges them.
+        return _HighWaterMarkSequencer(durable, inflight_limit=2**62)
+
     def _publish(self, sealed: _SealedEpoch) -> bool:
         super()._publish(sealed)
         return True
 
-    def _break(self, message: str, cause: BaseException) -> None:
+    def _break(self, message: str, cause: BaseException, *, epoch: int | None = None) -> None:
         pass
-
-    def _mark_durable(self, sealed: _SealedEpoch) -> None:
-        with self._durable_cv:
-            self._durable = ChainPosition(sealed.epoch, sealed.commit_seq_hi)
-            self._durable_cv.notify_all()
 
 
 MUTANTS: dict[str, type[Wal]] = {
