@@ -30,6 +30,7 @@ from ._chain import (
 )
 from ._codec import (
     HEADER_SIZE,
+    NO_LOG_ID,
     QUARANTINE_SUFFIX,
     TEMP_SUFFIX,
     ChainPosition,
@@ -50,6 +51,8 @@ from ._codec import (
 )
 from ._errors import CheckpointMissingError, CorruptSegmentError, ForeignFileError, LogLockedError
 from ._fs import FileMode, FileSystem, OsFileSystem, not_a_regular_file, publish_atomically
+from ._layout import SEGMENT_HEADER_SIZE, parse_log_file_name
+from ._logreader import LogScan, scan_log_files
 
 _READ_ONLY_ATTEMPTS = 3
 
@@ -176,8 +179,8 @@ def recover(
                                                          page_size=result.page_size))
             # Each was read and validated just now, under the lock: the log's own. A crash
             # part way leaves covered segments, which the next recovery checks and deletes.
-            for info in result.segments:
-                fs.unlink(info.path)
+            for path in dict.fromkeys(info.path for info in result.segments):
+                fs.unlink(path)  # a version 2 log file holds several segments
             fs.fsync_dir(files.directory)
         return result
     finally:
@@ -290,6 +293,27 @@ def _read_chain(
                 del segment  # without keep_records, its bytes and index go now
         if progress is not None:
             progress(done, len(chain))
+    # Version 2 log files continue the chain from the version 1 segments (or the checkpoint).
+    log_id = checkpoint.record.log_id if checkpoint else NO_LOG_ID
+    scan: LogScan | None = None
+    log_paths = [(files.path(name), file_no) for name in names
+                 if (file_no := parse_log_file_name(files.db_name, name)) is not None]
+    if log_paths and skipped:
+        skipped += [SkippedSegment(path, 0, "follows a corrupt segment in the chain")
+                    for path, _ in log_paths]
+    elif log_paths:
+        scan = scan_log_files(fs, log_paths, position, log_id=log_id, skip_corrupt=skip_corrupt,
+                              tolerate_foreign=tolerate_foreign)
+        for segment in scan.segments:
+            infos.append(SegmentInfo(segment.path, segment.header))
+            bytes_read += SEGMENT_HEADER_SIZE + segment.header.body_length
+            if keep_records:
+                indexes.append(segment.records)
+                data.append(segment.data)
+        skipped += scan.skipped
+        position, log_id = scan.last, scan.log_id
+        if not keep_records:
+            scan = attrs.evolve(scan, segments=())
     # Everything checked out: only now is anything changed.
     warnings: list[str] = []
     if checkpoint is not None and checkpoint.damage is not None:
@@ -328,6 +352,8 @@ def _read_chain(
         removed_temp_files=tuple(removed), bytes_read=bytes_read,
         records=merge_indexes(indexes), data=tuple(data), not_removed=tuple(not_removed),
         page_size=checkpoint.record.page_size if checkpoint else 0, warnings=tuple(warnings),
+        torn_tail=scan.torn_tail if scan else None,
+        clean_shutdown=scan.clean_shutdown if scan else False, log_id=log_id, log_scan=scan,
     )
 
 
