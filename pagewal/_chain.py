@@ -96,7 +96,7 @@ class RecoveryResult:
     says why recovery changed nothing, when it did not hold the lock (another process has the
     log open, or the lock file could not be created); ``None`` when it held the lock.
 
-    Version 2 log files (DESIGN §4.4): ``torn_tail`` reports epochs after the end of the log
+    Version 2 log files (DESIGN §4): ``torn_tail`` reports epochs after the end of the log
     that were never acknowledged (``None``: none); ``clean_shutdown`` says the log was closed
     cleanly; ``log_id`` is the log's identity (all zeros: none known); ``log_scan`` is what
     the version 2 reader found, including where a writer continues (``None``: no such file).

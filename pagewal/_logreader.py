@@ -1,4 +1,4 @@
-"""The version 2 log reader (DESIGN §4.4): where a log ends, and whether what lies beyond the
+"""The version 2 log reader (DESIGN §4): where a log ends, and whether what lies beyond the
 end is a torn tail or damage to acknowledged epochs.
 
 One place owns the end-of-log rule. :func:`scan_log` is pure (log files' bytes in, a
@@ -27,7 +27,7 @@ a torn tail, always reported (:class:`TornTail`), never silently dropped. Damage
 :class:`CorruptSegmentError` naming file, offset and reason, or with ``skip_corrupt`` keeps the
 prefix and lists what it left out (invariant 5).
 
-Documented limit (DESIGN §4.4): damage confined to the newest acknowledged epochs, with no
+Documented limit (DESIGN §4): damage confined to the newest acknowledged epochs, with no
 later segment recording them as acknowledged, cannot be told from a torn write.
 
 What a writer continuing the log needs: :attr:`LogScan.append_at` is where it may go on
@@ -115,7 +115,7 @@ class LogFileInfo:
 
 @attrs.frozen
 class TornTail:
-    """Epochs after the end of the log that were never acknowledged (DESIGN §4.4).
+    """Epochs after the end of the log that were never acknowledged (DESIGN §4).
 
     ``path`` and ``offset``: where the log ends (the next segment would go there).
     ``length``: bytes from there to the end of what was written in that file (whole
@@ -202,7 +202,7 @@ class LogScan:
     @property
     def append_at(self) -> LogEnd | None:
         """Where a reopened writer may go on writing in the same file: the marker's offset,
-        only after a clean shutdown. ``None``: continue in a fresh file (DESIGN §4.4: after
+        only after a clean shutdown. ``None``: continue in a fresh file (DESIGN §4: after
         a crash the log never appends to the file it was writing)."""
         return self.end if self.clean_shutdown else None
 
@@ -216,7 +216,7 @@ def judge_tail(
     evidence: Sequence[Evidence],
     end: tuple[str, int] | None,
 ) -> TailVerdict:
-    """The end-of-log rule (DESIGN §4.4), over the evidence found after the end.
+    """The end-of-log rule (DESIGN §4), over the evidence found after the end.
 
     ``last`` is the chain's position at the end; ``first_missing_epoch`` the epoch the
     next segment would have had (``last.epoch + 1``, or a file's ``min_epoch`` when the chain
@@ -406,7 +406,8 @@ def scan_log(
         skipped += [SkippedSegment(f.path, 0, f.note) for f in unreadable
                     if f.path != damage[0]]
         skipped += [SkippedSegment(item.path, item.offset, f"after the damaged end of the log "
-                                   f"(epoch {_epoch_of(item.header)})") for item in evidence]
+                                   f"(epoch {_epoch_of(item.header)})") for item in evidence
+                    if (item.path, item.offset) != damage[:2]]
         return LogScan(
             log_id=log_id, start=start, last=position, segments=tuple(segments),
             files=tuple(f.info() for f in files), end=end, torn_tail=None,
@@ -518,7 +519,7 @@ def _walk(
         continuing.setdefault(f.own.continues_from, []).append(f)
     while True:
         # A later file continuing from here wins over the rest of this one: it was made by a
-        # recovery that ended the log here (DESIGN §4.4), so what follows here is a
+        # recovery that ended the log here (DESIGN §4), so what follows here is a
         # discarded tail, not data and not evidence, however valid it looks.
         later = next((f for f in continuing.get(position, ()) if f.file_no > current.file_no),
                      None)
