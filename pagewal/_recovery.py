@@ -638,6 +638,10 @@ def quarantine(files: LogFiles, fs: FileSystem, skipped: tuple[SkippedSegment, .
     ``<segment>.corrupt``, or ``<segment>.corrupt-N`` when an earlier quarantine already used
     that name: nothing set aside before is ever replaced.
     """
+    # Only version 1 segment files are renamed: a version 2 log file may hold the valid prefix
+    # too, and its skipped tail is discarded by continuing in a fresh file (DESIGN §4).
+    skipped = tuple(item for item in skipped
+                    if parse_segment_name(files.db_name, os.path.basename(item.path)) is not None)
     if not skipped:
         return
     taken = set(fs.listdir(files.directory))

@@ -38,7 +38,7 @@ from pagewal._logreader import (
     judge_tail,
     scan_log_files,
 )
-from pagewal._recovery import recover
+from pagewal._recovery import LogFiles, quarantine, recover
 
 LOG_ID = bytes(range(1, 17))
 OTHER_LOG_ID = bytes(range(101, 117))
@@ -656,3 +656,16 @@ def test_a_log_cut_anywhere_in_its_last_file_reads_as_a_prefix(
     # A tail is reported exactly when some byte of a segment after the end survived.
     assert scan.end is not None and scan.end.file_no == last_file
     assert (scan.torn_tail is None) == (cut <= scan.end.offset)
+
+
+def test_skip_corrupt_recovery_sets_aside_no_version_2_file(
+        log: LogBuilder, tmp_path: Path) -> None:
+    damaged_middle(log)
+    log.write()
+    result = recover(tmp_path / DB, skip_corrupt=True)
+    assert [info.header.epoch for info in result.segments] == [1, 2]
+    assert result.skipped
+    # The file holds the valid prefix too: continuing in a fresh file discards the rest.
+    quarantine(LogFiles.for_db(tmp_path / DB), OsFileSystem(), result.skipped)
+    assert sorted(p.name for p in tmp_path.iterdir() if "corrupt" in p.name) == []
+    assert Path(log.path(1)).exists()
