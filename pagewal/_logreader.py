@@ -322,80 +322,50 @@ def scan_log(
     """
     files, log_id = _identify(images, log_id, tolerate_foreign)
     active = [f for f in files if f.role is None]
-    segments: list[DecodedSegment] = []
-    damage: tuple[str, int, str] | None = None  # path, offset, reason: not a torn tail
-
-    # The chain starts in the newest file whose continuation is at or before `start`; a
-    # newer one continuing from exactly `start` was made by a recovery that ended it there.
-    starts = [f for f in active if f.own.continues_from.epoch <= start.epoch]
-    current = starts[-1] if starts else None
-    position = start
-    offset = 0
-    break_reason = (f"no log file continues the chain from epoch {start.epoch}, commit_seq "
-                    f"{start.commit_seq}")
-    if current is not None:
-        current.role = FileRole.CHAIN
-        offset = current.own.alignment
-        position = current.own.continues_from
-        # A checkpoint inside this file: step over the segments it covers, by header.
-        while position != start:
-            problem = (_covered_step(current, offset, position, start)
-                       if position.epoch < start.epoch else
-                       f"the chain in this file goes from epoch {position.epoch}, commit_seq "
-                       f"{position.commit_seq} without reaching the start position")
-            if isinstance(problem, str):
-                damage = (current.path, offset, f"cannot reach the chain's start (epoch "
-                          f"{start.epoch}, commit_seq {start.commit_seq}): {problem}")
-                break
-            position, span = problem
-            offset += span
-        if damage is not None:
-            position = start  # nothing after the start was read: the prefix is empty
-        if damage is None:
-            break_reason = _walk(current, offset, position, active, segments)
-            current = next(f for f in reversed(active) if f.role is FileRole.CHAIN)
-            offset = current.chain_end
-            position = (ChainPosition(segments[-1].header.epoch, segments[-1].header.commit_seq_hi)
-                        if segments else start)
-
-    # Place every other active file, then gather what lies beyond the end.
-    floor = starts[-1].file_no if starts else 0
+    walked = _follow_chain(active, start)
+    current, offset, position = walked.current, walked.offset, walked.position
     end_file_no = current.file_no if current is not None else 0
     for f in active:
         if f.role is None:
-            f.role = (FileRole.COVERED if f.file_no < floor else
+            f.role = (FileRole.COVERED if f.file_no < walked.first_file_no else
                       FileRole.STALE if f.file_no < end_file_no else FileRole.AFTER_END)
+
+    # Everything beyond the end: the rest of the file it is in, and every later active file.
     evidence: list[Evidence] = []
     written_end = offset
+    end_written = False
     if current is not None:
-        found, written_end = _evidence(current, offset)
-        evidence += found
-    later_written = []
+        evidence, written_end = _evidence(current, offset)
+        end_written = offset < current.size and not is_unwritten(
+            current.view[offset : offset + SEGMENT_HEADER_SIZE])
+    later_written: list[_File] = []
     for f in active:
         if f.role is FileRole.AFTER_END:
-            found, last_block = _evidence(f, f.own.alignment)
+            found, written_to = _evidence(f, f.own.alignment)
             evidence += found
-            if last_block > f.own.alignment:
+            if written_to > f.own.alignment:
                 later_written.append(f)
-    end_written = (current is not None and offset < current.size
-                   and not is_unwritten(current.view[offset : offset + SEGMENT_HEADER_SIZE]))
     end = LogEnd(current.path, current.file_no, offset) if current is not None else None
     end_at = (end.path, end.offset) if end is not None else None
+    # After a discarded tail a file's numbering starts at its min_epoch, not last + 1.
     first_missing = max(position.epoch + 1, current.own.min_epoch if current else 0)
     verdict = judge_tail(position, first_missing, evidence, end_at)
-    max_epoch = max([position.epoch, *(_epoch_of(item.header) for item in evidence),
+    max_epoch = max([position.epoch, *(item.header.epoch for item in evidence),
                      *(f.own.min_epoch - 1 for f in active)])
 
-    unreadable = [f for f in files if f.role is FileRole.DAMAGED and f.file_no > floor
-                  and f.file_no > end_file_no]
+    damage = walked.damage
     if damage is None and verdict.damage is not None:
-        witness = verdict.witness
-        assert witness is not None
-        path, at = end_at if end_at is not None else (witness.path, witness.offset)
-        damage = (path, at, f"the log ends here ({break_reason}), but {verdict.damage}: an "
-                            "acknowledged epoch is missing or damaged, not a torn tail")
+        assert verdict.witness is not None
+        path, at = end_at if end_at is not None else (verdict.witness.path,
+                                                      verdict.witness.offset)
+        damage = (path, at, f"the log ends here ({walked.break_reason}), but "
+                            f"{verdict.damage}: an acknowledged epoch is missing or damaged, "
+                            "not a torn tail")
+    # A file whose header cannot be read, after the end: whether it continues the chain cannot
+    # be told, so fail closed. (One before the end was passed over by a file continuing the
+    # chain, or lies before where the chain starts: not needed.)
+    unreadable = [f for f in files if f.role is FileRole.DAMAGED and f.file_no > end_file_no]
     if damage is None and unreadable:
-        # Whether such a file continues the chain cannot be told: fail closed.
         damage = (unreadable[0].path, 0, f"{unreadable[0].note}; the log ends before it "
                   f"(epoch {position.epoch}, commit_seq {position.commit_seq}) and whether "
                   "it continues the chain cannot be told")
@@ -406,38 +376,77 @@ def scan_log(
         skipped += [SkippedSegment(f.path, 0, f.note) for f in unreadable
                     if f.path != damage[0]]
         skipped += [SkippedSegment(item.path, item.offset, f"after the damaged end of the log "
-                                   f"(epoch {_epoch_of(item.header)})") for item in evidence
+                                   f"(epoch {item.header.epoch})") for item in evidence
                     if (item.path, item.offset) != damage[:2]]
         return LogScan(
-            log_id=log_id, start=start, last=position, segments=tuple(segments),
+            log_id=log_id, start=start, last=position, segments=tuple(walked.segments),
             files=tuple(f.info() for f in files), end=end, torn_tail=None,
             clean_shutdown=False, max_epoch_seen=max_epoch, skipped=tuple(skipped))
 
     clean = verdict.clean_marker
-    tail_start = offset + (segment_span(0, current.own.alignment)
-                           if clean is not None and current is not None else 0)
     beyond = [item for item in evidence if item is not clean]
     torn_tail = None
-    length = max(0, written_end - tail_start)
     # Something was written where the next segment would go, or a segment of this log lies
     # beyond the end, or a file after the end was written to: a tail was torn. Bytes after a
     # clean-shutdown marker that hold no segment of this log are a recycled file's earlier
     # life (recycled files are not zero-filled), not a tail.
     if (end_written and clean is None) or beyond or later_written:
-        where = end if end is not None else LogEnd(
-            later_written[0].path if later_written else beyond[0].path, 0, 0)
+        where = end or LogEnd((later_written or beyond)[0].path, 0, 0)
+        tail_start = offset + (current.own.alignment if clean and current else 0)
         torn_tail = TornTail(
-            path=where.path, offset=where.offset, length=length,
-            highest_epoch=max((_epoch_of(item.header) for item in beyond), default=0),
+            path=where.path, offset=where.offset, length=max(0, written_end - tail_start),
+            highest_epoch=max((item.header.epoch for item in beyond), default=0),
             segments=len(beyond))
     return LogScan(
-        log_id=log_id, start=start, last=position, segments=tuple(segments),
+        log_id=log_id, start=start, last=position, segments=tuple(walked.segments),
         files=tuple(f.info() for f in files), end=end, torn_tail=torn_tail,
         clean_shutdown=clean is not None and torn_tail is None, max_epoch_seen=max_epoch)
 
 
-def _epoch_of(header: SegmentHeader | ShutdownMarker) -> int:
-    return header.epoch
+@attrs.frozen
+class _Walked:
+    """Where :func:`_follow_chain` stopped: the file and offset of the end (``current``
+    None: the chain entered no file), the position there, the segments it went through, why
+    it stopped, and damage that stopped it before the start position was even reached."""
+
+    current: _File | None
+    offset: int
+    position: ChainPosition
+    segments: list[DecodedSegment]
+    break_reason: str
+    first_file_no: int
+    damage: tuple[str, int, str] | None = None
+
+
+def _follow_chain(active: list[_File], start: ChainPosition) -> _Walked:
+    # The chain starts in the newest file whose continuation is at or before `start`; a
+    # newer one continuing from exactly `start` was made by a recovery that ended it there.
+    starts = [f for f in active if f.own.continues_from.epoch <= start.epoch]
+    if not starts:
+        return _Walked(None, 0, start, [], f"no log file continues the chain from epoch "
+                       f"{start.epoch}, commit_seq {start.commit_seq}", 0)
+    first = starts[-1]
+    first.role = FileRole.CHAIN
+    offset = first.own.alignment
+    position = first.own.continues_from
+    # A start inside this file (a checkpoint): step over the segments it covers, by header.
+    while position != start:
+        step = (_covered_step(first, offset, position, start)
+                if position.epoch < start.epoch else
+                f"the chain in this file goes from epoch {position.epoch}, commit_seq "
+                f"{position.commit_seq} without reaching it")
+        if isinstance(step, str):
+            reason = (f"cannot reach the chain's start (epoch {start.epoch}, commit_seq "
+                      f"{start.commit_seq}): {step}")
+            return _Walked(first, offset, start, [], reason, first.file_no,
+                           (first.path, offset, reason))
+        position, span = step
+        offset += span
+    segments: list[DecodedSegment] = []
+    current, offset, reason = _walk(first, offset, position, active, segments)
+    if segments:
+        position = ChainPosition(segments[-1].header.epoch, segments[-1].header.commit_seq_hi)
+    return _Walked(current, offset, position, segments, reason, first.file_no)
 
 
 def _identify(
@@ -511,9 +520,10 @@ def _covered_step(
 def _walk(
     current: _File, offset: int, position: ChainPosition, active: list[_File],
     segments: list[DecodedSegment],
-) -> str:
-    """Follow the chain from ``offset`` of ``current``, appending its segments; return why it
-    ended. The files it goes through get role CHAIN and their chain fields."""
+) -> tuple[_File, int, str]:
+    """Follow the chain from ``offset`` of ``current``, appending its segments; return the
+    file and offset where it ends, and why. The files it goes through get role CHAIN and
+    their chain fields."""
     continuing: dict[ChainPosition, list[_File]] = {}
     for f in active:
         continuing.setdefault(f.own.continues_from, []).append(f)
@@ -531,7 +541,7 @@ def _walk(
         found = _segment_at(current, offset, position)
         if isinstance(found, str):
             current.chain_end = offset
-            return found
+            return current, offset, found
         header = found.header
         segments.append(found)
         current.first_epoch = current.first_epoch or header.epoch
