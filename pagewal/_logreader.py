@@ -36,12 +36,20 @@ it continues in a fresh log file whose header continues from :attr:`LogScan.last
 ``min_epoch`` :attr:`LogScan.next_epoch` (above every epoch seen, so that no epoch number ever
 names two segments) and a ``file_no`` above :attr:`LogScan.max_file_no`. That fresh file,
 once durable, is the durable discard of the torn tail.
+
+What the writer must keep to, for these rules to hold: the chain only ever moves to a file
+with a higher ``file_no`` (after an oversized epoch's file of its own, the next epoch goes
+into a new file, not back); epoch ``e`` is written only once epoch ``e - inflight_limit`` is
+durable (the window is anchored at the durable prefix, not a count of writes outstanding;
+after a discarded tail, at ``min_epoch - 1``); and ``acked_epoch`` counts the epochs a reopened
+log recovered as acknowledged, so that a later segment vouches for them too.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 import numpy as np
@@ -49,7 +57,6 @@ import numpy as np
 from ._chain import SkippedSegment, check_continues
 from ._codec import NO_LOG_ID, ChainPosition, DecodedSegment, SegmentHeader
 from ._errors import CorruptSegmentError, ForeignFileError
-from ._fs import FileSystem
 from ._layout import (
     FILE_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
@@ -64,6 +71,9 @@ from ._layout import (
     is_unwritten,
     segment_span,
 )
+
+if TYPE_CHECKING:
+    from ._fs import FileSystem
 
 
 class FileRole(enum.Enum):

@@ -51,7 +51,7 @@ from ._codec import (
 )
 from ._errors import CheckpointMissingError, CorruptSegmentError, ForeignFileError, LogLockedError
 from ._fs import FileMode, FileSystem, OsFileSystem, not_a_regular_file, publish_atomically
-from ._layout import SEGMENT_HEADER_SIZE, parse_log_file_name
+from ._layout import SEGMENT_HEADER_SIZE, FileState, decode_file_header, parse_log_file_name
 from ._logreader import LogScan, scan_log_files
 
 _READ_ONLY_ATTEMPTS = 3
@@ -302,8 +302,15 @@ def _read_chain(
         skipped += [SkippedSegment(path, 0, "follows a corrupt segment in the chain")
                     for path, _ in log_paths]
     elif log_paths:
-        scan = scan_log_files(fs, log_paths, position, log_id=log_id, skip_corrupt=skip_corrupt,
-                              tolerate_foreign=tolerate_foreign)
+        try:
+            scan = scan_log_files(fs, log_paths, position, log_id=log_id,
+                                  skip_corrupt=skip_corrupt, tolerate_foreign=tolerate_foreign)
+        except CorruptSegmentError as error:
+            if checkpoint is None and not infos:
+                _raise_if_checkpoint_lost_v2(files, fs, log_paths, error)
+            raise
+        if checkpoint is None and not infos and scan.end is None and scan.skipped:
+            _raise_if_checkpoint_lost_v2(files, fs, log_paths, None)
         for segment in scan.segments:
             infos.append(SegmentInfo(segment.path, segment.header))
             bytes_read += SEGMENT_HEADER_SIZE + segment.header.body_length
@@ -375,6 +382,33 @@ def _raise_if_checkpoint_lost(
         f"numbering and set aside segments that chain correctly); rebuild the record with "
         f"'{files.rebuild_command}'",
         vouched) from error
+
+
+def _raise_if_checkpoint_lost_v2(
+    files: LogFiles, fs: FileSystem, log_paths: list[tuple[str, int]],
+    error: CorruptSegmentError | None,
+) -> None:
+    """With no checkpoint file and no version 1 segment, the version 2 files do not read as
+    a log from its start: if the oldest active one continues a log that had commits, the
+    checkpoint record was lost (as :func:`_raise_if_checkpoint_lost` says for segments)."""
+    for path, _ in sorted(log_paths, key=lambda item: item[1]):
+        try:
+            header = decode_file_header(fs.read_file(path), path)
+        except (CorruptSegmentError, OSError):
+            continue
+        if header.state is not FileState.ACTIVE:
+            continue
+        vouched = header.continues_from
+        if vouched == ChainPosition():
+            return
+        raise CheckpointMissingError(
+            files.checkpoint_path, 0,
+            f"the checkpoint record is missing, but log file {path} continues from epoch "
+            f"{vouched.epoch}, commit_seq {vouched.commit_seq}: the record was lost (those "
+            f"commits were checkpointed), or the files before this one were. Nothing was "
+            f"changed; rebuild the record with '{files.rebuild_command} --epoch "
+            f"{vouched.epoch} --commit-seq {vouched.commit_seq}'",
+            vouched) from error
 
 
 def first_segment_start(

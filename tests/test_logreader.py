@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pagewal import CorruptSegmentError, ForeignFileError
+from pagewal import CheckpointMissingError, CorruptSegmentError, ForeignFileError
 from pagewal._codec import (
     ChainPosition,
     CheckpointRecord,
@@ -669,3 +669,17 @@ def test_skip_corrupt_recovery_sets_aside_no_version_2_file(
     quarantine(LogFiles.for_db(tmp_path / DB), OsFileSystem(), result.skipped)
     assert sorted(p.name for p in tmp_path.iterdir() if "corrupt" in p.name) == []
     assert Path(log.path(1)).exists()
+
+
+@pytest.mark.parametrize("skip_corrupt", [False, True])
+def test_log_files_continuing_a_log_without_its_checkpoint_say_the_record_was_lost(
+        log: LogBuilder, tmp_path: Path, skip_corrupt: bool) -> None:
+    log.position = ChainPosition(5, 10)
+    log.new_file(3)
+    log.segment(3, acked_epoch=5)
+    log.segment(3)
+    log.write()
+    with pytest.raises(CheckpointMissingError) as raised:
+        recover(tmp_path / DB, skip_corrupt=skip_corrupt)
+    assert raised.value.continues_from == ChainPosition(5, 10)
+    assert "--epoch 5 --commit-seq 10" in raised.value.reason
