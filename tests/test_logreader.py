@@ -683,3 +683,32 @@ def test_log_files_continuing_a_log_without_its_checkpoint_say_the_record_was_lo
         recover(tmp_path / DB, skip_corrupt=skip_corrupt)
     assert raised.value.continues_from == ChainPosition(5, 10)
     assert "--epoch 5 --commit-seq 10" in raised.value.reason
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(durable=st.integers(0, 3), in_flight=st.integers(1, 4),
+       torn=st.lists(st.sampled_from(["whole", "zeroed", "flipped"]), min_size=4, max_size=4))
+def test_epochs_in_flight_completing_in_any_order_read_as_a_prefix_never_as_damage(
+        tmp_path: Path, durable: int, in_flight: int, torn: list[str]) -> None:
+    log = LogBuilder(tmp_path)
+    log.new_file(1)
+    for _ in range(durable):
+        log.segment(1)
+    # Epochs durable+1 .. durable+in_flight were written at once; none acknowledged.
+    for _ in range(in_flight):
+        log.segment(1, acked_epoch=durable)
+    fates = dict(zip(range(durable + 1, durable + in_flight + 1), torn, strict=False))
+    for epoch, fate in fates.items():
+        if fate != "whole":
+            log.damage(epoch, zero=fate == "zeroed")
+    scan = log.scan()
+    lost = [epoch for epoch, fate in fates.items() if fate != "whole"]
+    end = lost[0] - 1 if lost else durable + in_flight
+    assert chain_epochs(scan) == list(range(1, end + 1))
+    assert records_of(scan) == expected_records(2 * end)
+    left_after_end = [e for e, fate in fates.items() if e > end and fate != "zeroed"]
+    assert (scan.torn_tail is not None) == bool(left_after_end)
+    if scan.torn_tail is not None:
+        assert scan.torn_tail.highest_epoch == max(left_after_end)
+        assert scan.next_epoch == max(left_after_end) + 1
