@@ -25,7 +25,7 @@ import attrs
 import numpy as np
 
 from ._config import WalConfig
-from ._inspect import list_log_files
+from ._layout import list_log_files
 from ._pager import WalPager
 
 DB_NAME = "demo.db"
