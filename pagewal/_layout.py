@@ -17,7 +17,7 @@ and zero padding to the next multiple of ``alignment``.
 Every decoder here trusts nothing it has not checked: the header CRC32C before any field is
 believed, lengths against the bytes present before anything is allocated, and the segment's
 identity (log id, file_no, salt) against its file header, so that bytes from another log, from
-a recycled file's earlier life or from a discarded tail never validate (invariant 4b). Every
+a recycled file's earlier life or from a discarded tail never validate (invariant 4). Every
 rejection raises :class:`CorruptSegmentError` with the file, the FILE offset and the reason.
 An all-zero block is *unwritten*, not corrupt: :func:`is_unwritten` tells the reader so before
 it asks a decoder (which rejects it, saying so).
@@ -325,7 +325,7 @@ NO_LOG_ID: Final = bytes(LOG_ID_SIZE)
 """The log id of a log written before logs had one (version 1)."""
 
 # Version 2 record: magic, version, reserved, log_id, epoch, commit_seq, page_size; a CRC32C
-# of those 44 bytes follows. The file holds two identical copies (DESIGN §4.5).
+# of those 44 bytes follows. The file holds two identical copies (DESIGN §4).
 _CHECKPOINT_RECORD = struct.Struct("<IHH16sQQI")
 CHECKPOINT_RECORD_SIZE: Final = _CHECKPOINT_RECORD.size + 4  # 48
 CHECKPOINT_COPIES: Final = 2
@@ -348,7 +348,7 @@ def _log_id_field(instance: object, attribute: attrs.Attribute[bytes], value: by
 
 @attrs.frozen(kw_only=True)
 class CheckpointRecord:
-    """What a checkpoint file records (DESIGN §4.5): every commit up to ``position`` is in the
+    """What a checkpoint file records (DESIGN §4): every commit up to ``position`` is in the
     data file, whose pages are ``page_size`` bytes (0: not recorded, a plain :class:`Wal`'s log
     or a version 1 file). ``log_id`` is all zeros until logs carry an identity.
     """
@@ -532,7 +532,7 @@ def _file_header_problem(
 
 @attrs.frozen(kw_only=True)
 class LogFileHeader:
-    """The header of a version 2 log file (DESIGN §4.1). Construction enforces the format's
+    """The header of a version 2 log file (DESIGN §4). Construction enforces the format's
     bounds; :meth:`encode` gives its 128 bytes, :func:`decode_file_header` reads them."""
 
     log_id: bytes
@@ -611,7 +611,7 @@ _MIN_RECORD_SIZE: Final = 41  # a record around a one-byte image
 
 @attrs.frozen(kw_only=True)
 class ShutdownMarker:
-    """The clean-shutdown marker (DESIGN §4.4): a segment header with no records that ends a
+    """The clean-shutdown marker (DESIGN §4): a segment header with no records that ends a
     log closed cleanly, at the next aligned offset after its last segment. ``epoch`` and
     ``commit_seq`` are the last durable ones (``0`` for a log that never wrote a segment).
     Not part of the chain: after it, any invalid segment at or before ``epoch`` is damage."""
@@ -799,7 +799,7 @@ def _decode_segment_header_v2(
 def check_identity(
     header: SegmentHeader | ShutdownMarker, file_header: LogFileHeader, path: str, offset: int
 ) -> None:
-    """Invariant 4b: a segment (or marker) at ``offset`` belongs to this life of this file
+    """Invariant 4: a segment (or marker) at ``offset`` belongs to this life of this file
     only if its log id, file_no and salt are the file header's."""
     if header.log_id != file_header.log_id:
         raise CorruptSegmentError(
@@ -822,7 +822,7 @@ def decode_segment_v2(
     ``view`` (from offset 0) and whose header is ``file_header``; index its records.
 
     Accepts a segment only if its header is valid, it lies on an aligned offset after the
-    header block and inside the file's capacity, its identity is the file's (invariant 4b),
+    header block and inside the file's capacity, its identity is the file's (invariant 4),
     its epoch is at least the file's ``min_epoch``, its body CRC32C matches and its records
     are valid (:func:`pagewal._codec.decode_records`). Offsets in errors and in the returned
     index are file offsets. A clean-shutdown marker is returned as a :class:`ShutdownMarker`
