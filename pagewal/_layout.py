@@ -145,24 +145,30 @@ def parse_log_file_temp_name(db_name: str, file_name: str) -> int | None:
 
 @attrs.frozen
 class LogListing:
-    """The files of one database's log, by kind. Names only; unrelated files are left out."""
+    """The files of one database's log, by kind. Names only; unrelated files are left out.
+
+    ``log_files`` are version 2 log files, ``segments`` version 1 segment files; ``temporary``
+    holds both kinds' ``.tmp`` files and the checkpoint's.
+    """
 
     segments: tuple[tuple[int, str], ...]  # (epoch, name) in epoch order
     checkpoint: str | None
     temporary: tuple[str, ...]
     quarantined: tuple[str, ...]
     lock: str | None
+    log_files: tuple[tuple[int, str], ...] = ()  # (file_no, name) in file_no order
 
     @property
     def empty(self) -> bool:
         """No log file at all: no log was ever opened for this database here."""
         return not (self.segments or self.checkpoint or self.temporary or self.quarantined
-                    or self.lock)
+                    or self.lock or self.log_files)
 
 
 def list_log_files(db_name: str, names: Iterable[str]) -> LogListing:
     """Sort a directory's ``names`` into the log files of ``db_name``."""
     segments: list[tuple[int, str]] = []
+    log_files: list[tuple[int, str]] = []
     temporary: list[str] = []
     quarantined: list[str] = []
     checkpoint = lock = None
@@ -170,19 +176,23 @@ def list_log_files(db_name: str, names: Iterable[str]) -> LogListing:
     for name in sorted(names):
         if (epoch := parse_segment_name(db_name, name)) is not None:
             segments.append((epoch, name))
+        elif (file_no := parse_log_file_name(db_name, name)) is not None:
+            log_files.append((file_no, name))
         elif name == checkpoint_file:
             checkpoint = name
         elif name == lock_name(db_name):
             lock = name
-        elif is_temp_segment_name(db_name, name) or name == checkpoint_file + TEMP_SUFFIX:
+        elif (is_temp_segment_name(db_name, name) or name == checkpoint_file + TEMP_SUFFIX
+              or parse_log_file_temp_name(db_name, name) is not None):
             temporary.append(name)
         elif is_quarantined_segment_name(db_name, name):
             quarantined.append(name)
     return LogListing(segments=tuple(sorted(segments)), checkpoint=checkpoint,
-                      temporary=tuple(temporary), quarantined=tuple(quarantined), lock=lock)
+                      temporary=tuple(temporary), quarantined=tuple(quarantined), lock=lock,
+                      log_files=tuple(sorted(log_files)))
 
 
-_LOG_FILE = re.compile(r"(.+)-wal-(?:seg-[0-9a-f]{16}|checkpoint|lock)")
+_LOG_FILE = re.compile(r"(.+)-wal-(?:seg-[0-9a-f]{16}|[0-9a-f]{16}|checkpoint|lock)")
 
 
 def databases_with_logs(names: Iterable[str]) -> list[str]:
