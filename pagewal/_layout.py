@@ -840,10 +840,10 @@ def decode_segment_v2(
     """
     data = memoryview(view).cast("B")
     alignment = file_header.alignment
-    if offset < alignment or offset % alignment:
+    if offset < alignment or offset % alignment or offset >= file_header.capacity:
         raise CorruptSegmentError(
             path, offset, f"offset {offset} is not a segment's (a multiple of the alignment "
-            f"{alignment} after the file header)")
+            f"{alignment} after the file header, inside the capacity {file_header.capacity})")
     file_size = min(len(data), file_header.capacity)
     decoded = _decode_segment_header_v2(data, path, offset, file_size)
     header = decoded.header

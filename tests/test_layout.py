@@ -379,7 +379,7 @@ def test_a_segment_must_fit_inside_the_files_capacity() -> None:
     assert "past the end" in reason_of(raised)
 
 
-@pytest.mark.parametrize("offset", [0, 100, 4096 + 512])
+@pytest.mark.parametrize("offset", [0, 100, 4096 + 512, 16 * 4096])
 def test_a_segment_is_read_only_at_an_aligned_offset_after_the_file_header(offset: int) -> None:
     fh, data, _ = one_segment()
     with pytest.raises(CorruptSegmentError) as raised:
