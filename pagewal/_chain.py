@@ -16,7 +16,6 @@ import numpy as np
 import numpy.typing as npt
 
 from ._codec import (
-    NO_LOG_ID,
     RECORD_DTYPE,
     RECORD_FLAG_LAST,
     ChainPosition,
@@ -25,6 +24,7 @@ from ._codec import (
     SegmentHeader,
 )
 from ._errors import CorruptSegmentError
+from ._layout import NO_LOG_ID
 
 if TYPE_CHECKING:
     from ._logreader import LogScan, TornTail

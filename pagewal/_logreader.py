@@ -55,10 +55,11 @@ import attrs
 import numpy as np
 
 from ._chain import SkippedSegment, check_continues
-from ._codec import NO_LOG_ID, ChainPosition, DecodedSegment, SegmentHeader
+from ._codec import ChainPosition, DecodedSegment, SegmentHeader
 from ._errors import CorruptSegmentError, ForeignFileError
 from ._layout import (
     FILE_HEADER_SIZE,
+    NO_LOG_ID,
     SEGMENT_HEADER_SIZE,
     Buffer,
     FileState,

@@ -14,7 +14,6 @@ and the read-only :func:`read_log` (``pagewal verify`` and ``inspect``) all go t
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 from collections.abc import Callable
 from typing import TypeAlias
@@ -30,28 +29,34 @@ from ._chain import (
 )
 from ._codec import (
     HEADER_SIZE,
-    NO_LOG_ID,
-    QUARANTINE_SUFFIX,
-    TEMP_SUFFIX,
     ChainPosition,
-    CheckpointFile,
-    CheckpointRebuild,
-    CheckpointRecord,
     DecodedSegment,
     RecordArray,
     SegmentHeader,
-    checkpoint_name,
-    decode_checkpoint,
     decode_header,
     decode_segment,
     identify_segment,
-    is_temp_segment_name,
-    parse_segment_name,
-    segment_name,
 )
 from ._errors import CheckpointMissingError, CorruptSegmentError, ForeignFileError, LogLockedError
-from ._fs import FileMode, FileSystem, OsFileSystem, not_a_regular_file, publish_atomically
-from ._layout import SEGMENT_HEADER_SIZE, FileState, decode_file_header, parse_log_file_name
+from ._fs import FileSystem, OsFileSystem, not_a_regular_file, publish_atomically
+from ._layout import (
+    NO_LOG_ID,
+    SEGMENT_HEADER_SIZE,
+    CheckpointFile,
+    CheckpointRebuild,
+    CheckpointRecord,
+    FileState,
+    LogFiles,
+    checkpoint_name,
+    decode_checkpoint,
+    decode_file_header,
+    parse_log_file_name,
+    parse_segment_name,
+    quarantine_name,
+    segment_epochs,
+    segment_name,
+    temporary_names,
+)
 from ._logreader import LogScan, scan_log_files
 
 _READ_ONLY_ATTEMPTS = 3
@@ -63,53 +68,6 @@ reads without tidying, and says what it left."""
 Progress: TypeAlias = Callable[[int, int], None]
 """``progress(done, total)``: called after each step of a long operation (here: after each
 segment of the chain is checked). The command line draws it as a progress bar."""
-
-
-@attrs.frozen
-class LogFiles:
-    """Where a database's log files live: ``directory/db_name`` is the database file.
-
-    ``file_mode`` is what new log files get: the database file's permissions (None when there
-    is no database file: then :data:`DEFAULT_FILE_MODE` less the umask).
-    """
-
-    directory: str
-    db_name: str
-    file_mode: FileMode | None = None
-
-    @classmethod
-    def for_db(cls, db_path: str | os.PathLike[str], fs: FileSystem | None = None) -> LogFiles:
-        """The log of the database file ``db_path``, found once, when a log is opened.
-
-        Symbolic links in ``db_path`` are resolved (``fs.real_path``), as SQLite resolves a
-        database's name: the log lies beside the database file itself, so every link to one
-        store finds the same log and the same lock file, and each later file operation uses
-        the real names (none of which is followed if it turns into a link).
-        """
-        fs = fs or OsFileSystem()
-        directory, db_name = os.path.split(fs.real_path(os.path.abspath(os.fspath(db_path))))
-        if not db_name:
-            raise ValueError(f"{db_path!r} names a directory, not a database file")
-        return cls(directory, db_name, fs.file_mode(os.path.join(directory, db_name)))
-
-    def path(self, name: str) -> str:
-        return os.path.join(self.directory, name)
-
-    def segment_path(self, epoch: int) -> str:
-        return self.path(segment_name(self.db_name, epoch))
-
-    @property
-    def lock_path(self) -> str:
-        return self.path(f"{self.db_name}-wal-lock")
-
-    @property
-    def checkpoint_path(self) -> str:
-        return self.path(checkpoint_name(self.db_name))
-
-    @property
-    def rebuild_command(self) -> str:
-        """The operator command that rebuilds this log's checkpoint record."""
-        return f"pagewal recover {self.path(self.db_name)} --rebuild-checkpoint"
 
 
 def recover(
@@ -480,9 +438,8 @@ def survey_log(files: LogFiles, fs: FileSystem, names: list[str]) -> LogSurvey:
     reader then lists the directory again).
     """
     checkpoint = checkpoint_name(files.db_name)
-    temporary = [n for n in names
-                 if is_temp_segment_name(files.db_name, n) or n == checkpoint + TEMP_SUFFIX]
-    epochs = segment_epochs(files, names)
+    temporary = temporary_names(files.db_name, names)
+    epochs = segment_epochs(files.db_name, names)
     foreign: list[tuple[str, str]] = []
     regular: set[str] = set()
     segments = [segment_name(files.db_name, e) for e in epochs]
@@ -525,11 +482,6 @@ def survey_log(files: LogFiles, fs: FileSystem, names: list[str]) -> LogSurvey:
         removable.append(path)
     return LogSurvey(checkpoint=checkpoint_file, chain=tuple(chain), removable=tuple(removable),
                      foreign=tuple(sorted(foreign)))
-
-
-def segment_epochs(files: LogFiles, names: list[str]) -> list[int]:
-    """The epochs of the published segments among directory entries ``names``, ascending."""
-    return sorted(e for n in names if (e := parse_segment_name(files.db_name, n)) is not None)
 
 
 def read_checkpoint(
@@ -600,7 +552,7 @@ def _rebuild(
     files: LogFiles, fs: FileSystem, page_size: int | None, position: ChainPosition | None
 ) -> CheckpointRebuild:
     names = sorted(fs.listdir(files.directory))
-    epochs = segment_epochs(files, names)
+    epochs = segment_epochs(files.db_name, names)
     path = files.checkpoint_path
     damage = "missing"
     if checkpoint_name(files.db_name) in names:
@@ -680,12 +632,7 @@ def quarantine(files: LogFiles, fs: FileSystem, skipped: tuple[SkippedSegment, .
         return
     taken = set(fs.listdir(files.directory))
     for item in skipped:
-        name = os.path.basename(item.path) + QUARANTINE_SUFFIX
-        target = name
-        for number in itertools.count(1):
-            if target not in taken:
-                break
-            target = f"{name}-{number}"
+        target = quarantine_name(os.path.basename(item.path), taken)
         taken.add(target)
         fs.rename(item.path, files.path(target))
     fs.fsync_dir(files.directory)

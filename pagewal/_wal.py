@@ -47,9 +47,7 @@ from ._codec import (
     HEADER_SIZE,
     MAX_POSITION,
     SEGMENT_FLAG_SERIALIZED,
-    TEMP_SUFFIX,
     ChainPosition,
-    CheckpointRecord,
     Commit,
     PagesInput,
     SegmentHeader,
@@ -57,7 +55,6 @@ from ._codec import (
     encode_commit_into,
     encode_commits,
     make_commit,
-    segment_name,
 )
 from ._config import FsyncMode, Mode, WalConfig
 from ._errors import (
@@ -70,8 +67,9 @@ from ._errors import (
 )
 from ._fs import FileSystem, OsFileSystem, PublishTimes, publish_atomically, sync_files
 from ._lanes import Lane, detached
+from ._layout import TEMP_SUFFIX, CheckpointRecord, LogFiles, segment_name
 from ._precreate import TempFilePrecreator
-from ._recovery import LogFiles, _read_chain, quarantine, write_checkpoint
+from ._recovery import _read_chain, quarantine, write_checkpoint
 from ._stats import FallbackReason, Ticket, WalStats
 
 _QUIET_SECONDS = 0.0002

@@ -14,21 +14,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pagewal import CheckpointMissingError, CorruptSegmentError, ForeignFileError
-from pagewal._codec import (
-    ChainPosition,
-    CheckpointRecord,
-    SegmentHeader,
-    encode_commits,
-    make_commit,
-    segment_name,
-)
+from pagewal._codec import ChainPosition, SegmentHeader, encode_commits, make_commit
 from pagewal._fs import OsFileSystem
 from pagewal._layout import (
+    CheckpointRecord,
     FileState,
     LogFileHeader,
+    LogFiles,
     encode_segment_v2,
     encode_shutdown_marker,
     log_file_name,
+    segment_name,
     segment_span,
 )
 from pagewal._logreader import (
@@ -38,7 +34,7 @@ from pagewal._logreader import (
     judge_tail,
     scan_log_files,
 )
-from pagewal._recovery import LogFiles, quarantine, recover
+from pagewal._recovery import quarantine, recover
 
 LOG_ID = bytes(range(1, 17))
 OTHER_LOG_ID = bytes(range(101, 117))
