@@ -7,15 +7,7 @@ durability promise of each setting. :class:`WalPager` is a page store built on t
 
 from ._chain import Record, RecoveryResult, SegmentInfo, SkippedSegment
 from ._checkpoint import CheckpointResult
-from ._codec import (
-    MAX_IMAGE_SIZE,
-    ChainPosition,
-    CheckpointRebuild,
-    CheckpointRecord,
-    DecodedSegment,
-    SegmentHeader,
-    decode_segment,
-)
+from ._codec import MAX_IMAGE_SIZE, ChainPosition, DecodedSegment, SegmentHeader, decode_segment
 from ._config import FsyncMode, Mode, WalConfig
 from ._errors import (
     BrokenLogError,
@@ -34,6 +26,7 @@ from ._errors import (
     ReadOnlyError,
 )
 from ._fs import FileMode, FileSystem, OsFileSystem
+from ._layout import CheckpointRebuild, CheckpointRecord
 from ._pager import PagerStats, Transaction, WalPager
 from ._recovery import read_log, rebuild_checkpoint, recover
 from ._stats import FallbackReason, Ticket, WalStats

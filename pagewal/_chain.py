@@ -9,6 +9,7 @@ a page wins, and ``db_size_pages`` of the last commit that set it is the databas
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 import numpy as np
@@ -23,6 +24,10 @@ from ._codec import (
     SegmentHeader,
 )
 from ._errors import CorruptSegmentError
+from ._layout import NO_LOG_ID
+
+if TYPE_CHECKING:
+    from ._logreader import LogScan, TornTail
 
 CANONICAL_DTYPE = np.dtype([*RECORD_DTYPE.descr, ("segment", "<u4")])
 """A record row plus the index of the segment (in chain order) whose bytes hold its image."""
@@ -91,6 +96,12 @@ class RecoveryResult:
     says why recovery changed nothing, when it did not hold the lock (another process has the
     log open, or the lock file could not be created); ``None`` when it held the lock.
 
+    Version 2 log files (DESIGN §4): ``torn_tail`` reports epochs after the end of the log
+    that were never acknowledged (``None``: none); ``clean_shutdown`` says the log was closed
+    cleanly; ``log_id`` is the log's identity (all zeros: none known); ``log_scan`` is what
+    the version 2 reader found, including where a writer continues (``None``: no such file).
+    A segment of a version 2 file appears in ``segments`` under its log file's path.
+
     Memory: the result holds the bytes of the segments it read (``bytes_read``; files of 1 MiB
     or more are mapped, not copied) and 43 bytes per record; :meth:`page_images` adds its dict.
     """
@@ -107,6 +118,10 @@ class RecoveryResult:
     warnings: tuple[str, ...] = ()
     not_removed: tuple[str, ...] = ()
     read_only_reason: str | None = None
+    torn_tail: TornTail | None = None
+    clean_shutdown: bool = False
+    log_id: bytes = NO_LOG_ID
+    log_scan: LogScan | None = None
 
     @property
     def last_commit_seq(self) -> int:

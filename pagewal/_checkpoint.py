@@ -32,16 +32,11 @@ import attrs
 import numpy as np
 
 from ._chain import RecoveryResult, canonical_records, check_continues, latest_images
-from ._codec import ChainPosition, CheckpointRecord, DecodedSegment, RecordArray
+from ._codec import ChainPosition, DecodedSegment, RecordArray
 from ._errors import CorruptSegmentError, InvalidPageError
 from ._fs import FileSystem, write_all
-from ._recovery import (
-    LogFiles,
-    read_segment,
-    read_segment_header,
-    segment_epochs,
-    write_checkpoint,
-)
+from ._layout import CheckpointRecord, LogFiles, segment_epochs
+from ._recovery import read_segment, read_segment_header, write_checkpoint
 
 BATCH_BYTES = 64 << 20
 """Segment bytes read per batch: bounds a checkpoint's memory whatever the log's size."""
@@ -96,7 +91,7 @@ def run_checkpoint(
         pages_written = _write_pages(fs, data_fd, page_size, recovered.latest_images(), hooks)
         bytes_read, position = recovered.bytes_read, recovered.last
     else:
-        epochs = [e for e in segment_epochs(files, fs.listdir(files.directory))
+        epochs = [e for e in segment_epochs(files.db_name, fs.listdir(files.directory))
                   if base.epoch < e <= target.epoch]
         position = base
         batch: list[DecodedSegment] = []
@@ -141,7 +136,7 @@ def covered_segments(
     deleted only once it is known to be this log's segment. Raises
     :class:`CorruptSegmentError` for a header that fails or does not chain.
     """
-    epochs = [e for e in segment_epochs(files, fs.listdir(files.directory))
+    epochs = [e for e in segment_epochs(files.db_name, fs.listdir(files.directory))
               if base.epoch < e <= last_epoch]
     position, covered = base, []
     for epoch in epochs:

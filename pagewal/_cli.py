@@ -27,13 +27,7 @@ from typing import NoReturn
 import numpy as np
 
 from ._chain import RecoveryResult
-from ._codec import (
-    ChainPosition,
-    CheckpointRecord,
-    SegmentHeader,
-    decode_header,
-    decode_segment,
-)
+from ._codec import ChainPosition, SegmentHeader, decode_header, decode_segment
 from ._config import WalConfig, config_sources, knob_variables
 from ._demo import fresh_directory, run_demo
 from ._errors import (
@@ -46,21 +40,19 @@ from ._errors import (
 from ._fs import OsFileSystem, not_a_regular_file
 from ._inspect import (
     InspectReport,
-    LogListing,
     SegmentFile,
-    databases_with_logs,
     dump_lines,
     epoch_ranges,
-    list_log_files,
     rebuild_lines,
     recovery_lines,
     segment_rows,
     unreadable_log_report,
     verify_report,
 )
+from ._layout import CheckpointRecord, LogFiles, LogListing, databases_with_logs, list_log_files
 from ._pager import WalPager
 from ._progress import progress_bar
-from ._recovery import LogFiles, read_log, rebuild_checkpoint, recover, survey_log
+from ._recovery import read_log, rebuild_checkpoint, recover, survey_log
 
 DEMO_DIRECTORY = "pagewal-demo"
 """Where ``pagewal demo`` keeps its store when no directory is given."""

@@ -1,4 +1,6 @@
-"""Segment format v1 and the checkpoint file (DESIGN §4): bytes in, values out. No I/O.
+"""Records, the version 1 segment and the chain position (DESIGN §4): bytes in, values out.
+No I/O. File names, the checkpoint file and the version 2 log file and segment headers are the
+layout's (:mod:`pagewal._layout`), which decodes version 2 bodies with :func:`decode_records`.
 
 One encoder, :func:`encode_commit_into`, writes every record pagewal ever produces: the
 parallel path calls it on a lane buffer, the serialized path and shadow compare on a fresh
@@ -12,7 +14,6 @@ with the file, the byte offset and the reason.
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeAlias
@@ -350,6 +351,20 @@ def _decode_header_fields(data: bytes | memoryview, path: str) -> SegmentHeader:
                          body_length=body_length, flags=flags)
 
 
+# --------------------------------------------------------------------------- chain position
+
+
+@attrs.frozen
+class ChainPosition:
+    """Where the segment chain stands: the last epoch and commit_seq before the next segment.
+
+    ``ChainPosition(0, 0)`` is an empty log. A checkpoint file records one.
+    """
+
+    epoch: int = attrs.field(default=0, validator=_u64)
+    commit_seq: int = attrs.field(default=0, validator=_u64)
+
+
 # --------------------------------------------------------------------------- segment
 
 
@@ -555,216 +570,3 @@ def _decode_records(
             path, start - header.encoded_size + 24,
             f"commit seqs are not dense: {seen.count(0)} of [{lo}, {hi}] are missing")
     return DecodedSegment(path=path, header=header, records=records, data=view)
-
-
-# --------------------------------------------------------------------------- names
-
-
-_SEGMENT_INFIX: Final = "-wal-seg-"
-_EPOCH_HEX = re.compile(r"[0-9a-f]{16}")
-TEMP_SUFFIX: Final = ".tmp"
-QUARANTINE_SUFFIX: Final = ".corrupt"
-_QUARANTINE_NUMBER = re.compile(r"(-[1-9][0-9]*)?")
-
-
-def segment_name(db_name: str, epoch: int) -> str:
-    """File name of segment ``epoch`` for database file ``db_name``."""
-    return f"{db_name}{_SEGMENT_INFIX}{epoch:016x}"
-
-
-def parse_segment_name(db_name: str, file_name: str) -> int | None:
-    """The epoch of a final segment name of ``db_name``, else ``None`` (temp files included)."""
-    prefix = db_name + _SEGMENT_INFIX
-    if not file_name.startswith(prefix):
-        return None
-    digits = file_name[len(prefix):]
-    if _EPOCH_HEX.fullmatch(digits) is None:
-        return None
-    epoch = int(digits, 16)
-    return epoch if epoch >= 1 else None
-
-
-def is_temp_segment_name(db_name: str, file_name: str) -> bool:
-    return (file_name.endswith(TEMP_SUFFIX)
-            and parse_segment_name(db_name, file_name[: -len(TEMP_SUFFIX)]) is not None)
-
-
-def is_quarantined_segment_name(db_name: str, file_name: str) -> bool:
-    """Whether ``file_name`` is a segment set aside as ``<segment>.corrupt`` or ``.corrupt-N``."""
-    segment, suffix, number = file_name.partition(QUARANTINE_SUFFIX)
-    return (suffix == QUARANTINE_SUFFIX and parse_segment_name(db_name, segment) is not None
-            and _QUARANTINE_NUMBER.fullmatch(number) is not None)
-
-
-# --------------------------------------------------------------------------- checkpoint
-
-CHECKPOINT_MAGIC: Final = 0x5057434B
-CHECKPOINT_VERSION: Final = 2
-LOG_ID_SIZE: Final = 16
-NO_LOG_ID: Final = bytes(LOG_ID_SIZE)
-"""The log id of a log written before logs had one (version 1)."""
-
-# Version 2 record: magic, version, reserved, log_id, epoch, commit_seq, page_size; a CRC32C
-# of those 44 bytes follows. The file holds two identical copies (DESIGN §4.5).
-_CHECKPOINT_RECORD = struct.Struct("<IHH16sQQI")
-CHECKPOINT_RECORD_SIZE: Final = _CHECKPOINT_RECORD.size + 4  # 48
-CHECKPOINT_COPIES: Final = 2
-CHECKPOINT_SIZE: Final = CHECKPOINT_COPIES * CHECKPOINT_RECORD_SIZE  # 96
-# Version 1 file (pagewal 0.1): magic, version, reserved, epoch, commit_seq, reserved; CRC32C.
-_CHECKPOINT_V1 = struct.Struct("<IHHQQI")
-CHECKPOINT_V1_SIZE: Final = _CHECKPOINT_V1.size + 4  # 32
-
-
-@attrs.frozen
-class ChainPosition:
-    """Where the segment chain stands: the last epoch and commit_seq before the next segment.
-
-    ``ChainPosition(0, 0)`` is an empty log. A checkpoint file records one.
-    """
-
-    epoch: int = attrs.field(default=0, validator=_u64)
-    commit_seq: int = attrs.field(default=0, validator=_u64)
-
-
-def _page_size_field(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value and (not 0 < value <= MAX_IMAGE_SIZE or value & (value - 1)):
-        raise ValueError(f"page_size={value} must be 0 (not recorded) or a power of two up to "
-                         f"{MAX_IMAGE_SIZE}")
-
-
-def _log_id_field(instance: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
-    if len(value) != LOG_ID_SIZE:
-        raise ValueError(f"log_id must be {LOG_ID_SIZE} bytes, not {len(value)}")
-
-
-@attrs.frozen(kw_only=True)
-class CheckpointRecord:
-    """What a checkpoint file records (DESIGN §4.5): every commit up to ``position`` is in the
-    data file, whose pages are ``page_size`` bytes (0: not recorded, a plain :class:`Wal`'s log
-    or a version 1 file). ``log_id`` is all zeros until logs carry an identity.
-    """
-
-    position: ChainPosition
-    page_size: int = attrs.field(default=0, validator=_page_size_field)
-    log_id: bytes = attrs.field(default=NO_LOG_ID, validator=_log_id_field)
-
-    def encode(self) -> bytes:
-        """The 96-byte checkpoint file: two identical self-checking 48-byte copies."""
-        body = _CHECKPOINT_RECORD.pack(
-            CHECKPOINT_MAGIC, CHECKPOINT_VERSION, 0, self.log_id, self.position.epoch,
-            self.position.commit_seq, self.page_size)
-        return (body + _HEADER_CRC.pack(crc32c.crc32c(body))) * CHECKPOINT_COPIES
-
-
-@attrs.frozen(kw_only=True)
-class CheckpointFile:
-    """A decoded checkpoint file: its record, its format version, and the damage (if any) of
-    one copy that the other copy made up for (``None``: every copy is intact)."""
-
-    record: CheckpointRecord
-    version: int
-    damage: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class CheckpointRebuild:
-    """What :func:`rebuild_checkpoint` found and did: the record now in ``path``, whether it
-    was written (``False``: the record was intact and was left alone) and why."""
-
-    path: str
-    record: CheckpointRecord
-    written: bool
-    reason: str
-
-
-def describe_checkpoint(record: CheckpointRecord) -> str:
-    """``epoch E, commit_seq S, page size P`` (or ``page size not recorded``)."""
-    page_size = f"page size {record.page_size}" if record.page_size else "page size not recorded"
-    return f"epoch {record.position.epoch}, commit_seq {record.position.commit_seq}, {page_size}"
-
-
-def encode_checkpoint_v1(position: ChainPosition) -> bytes:
-    """The 32-byte version 1 checkpoint file pagewal 0.1 wrote (still read; never written)."""
-    body = _CHECKPOINT_V1.pack(CHECKPOINT_MAGIC, 1, 0, position.epoch, position.commit_seq, 0)
-    return body + _HEADER_CRC.pack(crc32c.crc32c(body))
-
-
-def decode_checkpoint(data: bytes | memoryview, path: str) -> CheckpointFile:
-    """Decode a checkpoint file: version 2 (two copies, either one suffices) or version 1.
-
-    Raises :class:`CorruptSegmentError` when no copy is intact, when the two copies are intact
-    but disagree (which one to believe cannot be decided), or for a length that is neither
-    format's. A single damaged copy never yields a wrong record: each copy's CRC32C covers all
-    of it, so the copy that passes is the one written.
-    """
-    if len(data) == CHECKPOINT_V1_SIZE:
-        return CheckpointFile(record=CheckpointRecord(position=_decode_checkpoint_v1(data, path)),
-                              version=1)
-    if len(data) != CHECKPOINT_SIZE:
-        raise CorruptSegmentError(
-            path, min(len(data), CHECKPOINT_SIZE), f"checkpoint file is {len(data)} bytes, not "
-            f"{CHECKPOINT_SIZE} (or {CHECKPOINT_V1_SIZE} for version 1)")
-    copies: list[CheckpointRecord | CorruptSegmentError] = []
-    for index in range(CHECKPOINT_COPIES):
-        try:
-            copies.append(_decode_checkpoint_record(data, index * CHECKPOINT_RECORD_SIZE, path))
-        except CorruptSegmentError as error:
-            copies.append(error)
-    first, second = copies
-    if isinstance(first, CheckpointRecord) and isinstance(second, CheckpointRecord):
-        if first != second:
-            raise CorruptSegmentError(
-                path, CHECKPOINT_RECORD_SIZE, f"the two copies are intact but differ "
-                f"({describe_checkpoint(first)}; {describe_checkpoint(second)}): pagewal never "
-                "writes such a file")
-        return CheckpointFile(record=first, version=CHECKPOINT_VERSION)
-    damaged = [(n, c) for n, c in enumerate(copies, 1) if isinstance(c, CorruptSegmentError)]
-    described = "; ".join(f"copy {n} at offset {c.offset}: {c.reason}" for n, c in damaged)
-    for copy in copies:
-        if isinstance(copy, CheckpointRecord):
-            return CheckpointFile(record=copy, version=CHECKPOINT_VERSION,
-                                  damage=f"{described} (the other copy is intact)")
-    raise CorruptSegmentError(path, damaged[0][1].offset, f"both copies are damaged: {described}")
-
-
-def _decode_checkpoint_record(
-    data: bytes | memoryview, start: int, path: str
-) -> CheckpointRecord:
-    """One 48-byte version 2 copy at ``start``."""
-    magic, version, reserved, log_id, epoch, commit_seq, page_size = (
-        _CHECKPOINT_RECORD.unpack_from(data, start))
-    if magic != CHECKPOINT_MAGIC:
-        raise CorruptSegmentError(path, start,
-                                  f"bad magic {magic:#010x}, not a pagewal checkpoint")
-    crc_at = start + _CHECKPOINT_RECORD.size
-    (stored_crc,) = _HEADER_CRC.unpack_from(data, crc_at)
-    if crc32c.crc32c(data[start:crc_at]) != stored_crc:
-        raise CorruptSegmentError(path, crc_at, "checkpoint checksum mismatch")
-    if version != CHECKPOINT_VERSION or reserved:
-        raise CorruptSegmentError(path, start + 4,
-                                  f"unsupported checkpoint version {version} or reserved bits set")
-    check_room(path, start + 24, "epoch", epoch)
-    check_room(path, start + 32, "commit_seq", commit_seq)
-    try:
-        return CheckpointRecord(position=ChainPosition(epoch, commit_seq), page_size=page_size,
-                                log_id=log_id)
-    except ValueError as error:
-        raise CorruptSegmentError(path, start + 40, str(error)) from None
-
-
-def _decode_checkpoint_v1(data: bytes | memoryview, path: str) -> ChainPosition:
-    magic, version, reserved_a, epoch, commit_seq, reserved_b = _CHECKPOINT_V1.unpack_from(data)
-    if magic != CHECKPOINT_MAGIC:
-        raise CorruptSegmentError(path, 0, f"bad magic {magic:#010x}, not a pagewal checkpoint")
-    (stored_crc,) = _HEADER_CRC.unpack_from(data, _CHECKPOINT_V1.size)
-    if crc32c.crc32c(data[: _CHECKPOINT_V1.size]) != stored_crc:
-        raise CorruptSegmentError(path, _CHECKPOINT_V1.size, "checkpoint checksum mismatch")
-    if version != 1 or reserved_a or reserved_b:
-        raise CorruptSegmentError(path, 4, "unsupported checkpoint version or reserved bits set")
-    check_room(path, 8, "epoch", epoch)
-    check_room(path, 16, "commit_seq", commit_seq)
-    return ChainPosition(epoch, commit_seq)
-
-
-def checkpoint_name(db_name: str) -> str:
-    return f"{db_name}-wal-checkpoint"

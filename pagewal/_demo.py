@@ -25,7 +25,7 @@ import attrs
 import numpy as np
 
 from ._config import WalConfig
-from ._inspect import list_log_files
+from ._layout import list_log_files
 from ._pager import WalPager
 
 DB_NAME = "demo.db"
@@ -198,15 +198,16 @@ def run_demo(
 
 
 def existing_store(directory: str) -> list[str]:
-    """The names of the demo store's files in ``directory``: ``demo.db`` and its log files
-    (segments, checkpoint, lock, temporary and set-aside files). Other files, whatever their
-    name, are not the demo's."""
+    """The names of the demo store's files in ``directory``: ``demo.db`` and its log's files
+    (log files, segments, checkpoint, lock, temporary and set-aside files). Other files,
+    whatever their name, are not the demo's."""
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return []
     log = list_log_files(DB_NAME, names)
-    found = [name for _, name in log.segments] + [*log.temporary, *log.quarantined]
+    found = [name for _, name in (*log.log_files, *log.segments)]
+    found += [*log.temporary, *log.quarantined]
     found += [name for name in (DB_NAME, log.checkpoint, log.lock) if name in names]
     return sorted(found)
 

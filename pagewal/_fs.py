@@ -31,8 +31,8 @@ from typing import Protocol
 
 import attrs
 
-from ._codec import TEMP_SUFFIX
 from ._errors import ForeignFileError, LogLockedError
+from ._layout import TEMP_SUFFIX
 
 try:
     _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))

@@ -9,78 +9,22 @@ codec's decoder, so a tool can never see a log differently from recovery.
 from __future__ import annotations
 
 import enum
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
 import numpy as np
 
 from ._chain import RecoveryResult, check_continues
-from ._codec import (
-    HEADER_SIZE,
-    RECORD_FLAG_LAST,
-    ChainPosition,
+from ._codec import HEADER_SIZE, RECORD_FLAG_LAST, ChainPosition, DecodedSegment, SegmentHeader
+from ._errors import CheckpointMissingError, CorruptSegmentError, ForeignFileError
+from ._layout import (
     CheckpointRebuild,
     CheckpointRecord,
-    DecodedSegment,
-    SegmentHeader,
-    checkpoint_name,
     describe_checkpoint,
-    is_quarantined_segment_name,
-    is_temp_segment_name,
-    parse_segment_name,
 )
-from ._errors import CheckpointMissingError, CorruptSegmentError, ForeignFileError
 
 # --------------------------------------------------------------------------- the directory
-
-
-@attrs.frozen
-class LogListing:
-    """The files of one database's log, by kind. Names only; unrelated files are left out."""
-
-    segments: tuple[tuple[int, str], ...]  # (epoch, name) in epoch order
-    checkpoint: str | None
-    temporary: tuple[str, ...]
-    quarantined: tuple[str, ...]
-    lock: str | None
-
-    @property
-    def empty(self) -> bool:
-        """No log file at all: no log was ever opened for this database here."""
-        return not (self.segments or self.checkpoint or self.temporary or self.quarantined
-                    or self.lock)
-
-
-def list_log_files(db_name: str, names: Iterable[str]) -> LogListing:
-    """Sort a directory's ``names`` into the log files of ``db_name``."""
-    segments: list[tuple[int, str]] = []
-    temporary: list[str] = []
-    quarantined: list[str] = []
-    checkpoint = lock = None
-    checkpoint_file = checkpoint_name(db_name)
-    for name in sorted(names):
-        if (epoch := parse_segment_name(db_name, name)) is not None:
-            segments.append((epoch, name))
-        elif name == checkpoint_file:
-            checkpoint = name
-        elif name == f"{db_name}-wal-lock":
-            lock = name
-        elif is_temp_segment_name(db_name, name) or name == checkpoint_file + ".tmp":
-            temporary.append(name)
-        elif is_quarantined_segment_name(db_name, name):
-            quarantined.append(name)
-    return LogListing(segments=tuple(sorted(segments)), checkpoint=checkpoint,
-                      temporary=tuple(temporary), quarantined=tuple(quarantined), lock=lock)
-
-
-_LOG_FILE = re.compile(r"(.+)-wal-(?:seg-[0-9a-f]{16}|checkpoint|lock)")
-
-
-def databases_with_logs(names: Iterable[str]) -> list[str]:
-    """Names of the databases whose log files are among ``names`` (to suggest a path)."""
-    return sorted({m.group(1) for name in names if (m := _LOG_FILE.fullmatch(name))})
 
 
 # --------------------------------------------------------------------------- inspect

@@ -1,16 +1,23 @@
-"""The on-disk layout of a log (DESIGN §4): file names, the log file header, the version 2
-segment and its clean-shutdown marker. Pure: bytes and names in, values out. No I/O.
+"""The on-disk layout of a log (DESIGN §4), in one place: every file name and how it is
+parsed, sorting a directory's names into a log's files, where those files live
+(:class:`LogFiles`), the checkpoint file, the version 2 log file header and segment, and the
+clean-shutdown marker. Pure: bytes and names in, values out. No I/O (the one look-up that
+touches the file system, :meth:`LogFiles.for_db`, goes through the file system it is given).
 
-A version 2 log lives in log files ``<db>-wal-<file_no as 16 hex>``. Each starts with a
-128-byte header (the rest of its first ``alignment`` bytes are zero); segments follow it at
-offsets that are multiples of ``alignment``, each a 128-byte header, the records (exactly as
-version 1, decoded by :func:`pagewal._codec.decode_records`) and zero padding to the next
-multiple of ``alignment``.
+Beside the database file ``<db>``: version 2 log files ``<db>-wal-<file_no as 16 hex>``
+(``.tmp`` while being created); version 1 segment files ``<db>-wal-seg-<epoch as 16 hex>``
+(read only; ``.tmp`` while being published, ``.corrupt[-N]`` once set aside by
+``skip_corrupt``); the checkpoint file ``<db>-wal-checkpoint``; the lock file ``<db>-wal-lock``.
+
+A version 2 log file starts with a 128-byte header (the rest of its first ``alignment`` bytes
+are zero); segments follow it at offsets that are multiples of ``alignment``, each a 128-byte
+header, the records (exactly as version 1, decoded by :func:`pagewal._codec.decode_records`)
+and zero padding to the next multiple of ``alignment``.
 
 Every decoder here trusts nothing it has not checked: the header CRC32C before any field is
 believed, lengths against the bytes present before anything is allocated, and the segment's
 identity (log id, file_no, salt) against its file header, so that bytes from another log, from
-a recycled file's earlier life or from a discarded tail never validate (invariant 4b). Every
+a recycled file's earlier life or from a discarded tail never validate (invariant 4). Every
 rejection raises :class:`CorruptSegmentError` with the file, the FILE offset and the reason.
 An all-zero block is *unwritten*, not corrupt: :func:`is_unwritten` tells the reader so before
 it asks a decoder (which rejects it, saying so).
@@ -19,15 +26,18 @@ it asks a decoder (which rejects it, saying so).
 from __future__ import annotations
 
 import enum
+import itertools
+import os
 import re
 import struct
-from collections.abc import Sequence
-from typing import Any, Final, TypeAlias
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import attrs
 import crc32c
 
 from ._codec import (
+    MAX_IMAGE_SIZE,
     MAX_POSITION,
     MAX_U64,
     SEGMENT_FLAG_SERIALIZED,
@@ -39,16 +49,63 @@ from ._codec import (
 )
 from ._errors import CorruptSegmentError
 
+if TYPE_CHECKING:
+    from ._fs import FileMode, FileSystem
+
 Buffer: TypeAlias = "bytes | bytearray | memoryview"
 
 LOG_FORMAT_VERSION: Final = 2
-LOG_ID_SIZE: Final = 16
 
 # --------------------------------------------------------------------------- names
 
+
+_SEGMENT_INFIX: Final = "-wal-seg-"
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+TEMP_SUFFIX: Final = ".tmp"
+QUARANTINE_SUFFIX: Final = ".corrupt"
+_QUARANTINE_NUMBER = re.compile(r"(-[1-9][0-9]*)?")
+
+
+def segment_name(db_name: str, epoch: int) -> str:
+    """File name of segment ``epoch`` for database file ``db_name``."""
+    return f"{db_name}{_SEGMENT_INFIX}{epoch:016x}"
+
+
+def parse_segment_name(db_name: str, file_name: str) -> int | None:
+    """The epoch of a final segment name of ``db_name``, else ``None`` (temp files included)."""
+    prefix = db_name + _SEGMENT_INFIX
+    if not file_name.startswith(prefix):
+        return None
+    digits = file_name[len(prefix):]
+    if _HEX16.fullmatch(digits) is None:
+        return None
+    epoch = int(digits, 16)
+    return epoch if epoch >= 1 else None
+
+
+def is_temp_segment_name(db_name: str, file_name: str) -> bool:
+    return (file_name.endswith(TEMP_SUFFIX)
+            and parse_segment_name(db_name, file_name[: -len(TEMP_SUFFIX)]) is not None)
+
+
+def is_quarantined_segment_name(db_name: str, file_name: str) -> bool:
+    """Whether ``file_name`` is a segment set aside as ``<segment>.corrupt`` or ``.corrupt-N``."""
+    segment, suffix, number = file_name.partition(QUARANTINE_SUFFIX)
+    return (suffix == QUARANTINE_SUFFIX and parse_segment_name(db_name, segment) is not None
+            and _QUARANTINE_NUMBER.fullmatch(number) is not None)
+
+
+def checkpoint_name(db_name: str) -> str:
+    """File name of the checkpoint file of ``db_name``."""
+    return f"{db_name}-wal-checkpoint"
+
+
+def lock_name(db_name: str) -> str:
+    """File name of the lock file of ``db_name`` (held with ``flock`` by the one open log)."""
+    return f"{db_name}-wal-lock"
+
+
 _LOG_INFIX: Final = "-wal-"
-_FILE_NO_HEX = re.compile(r"[0-9a-f]{16}")
-LOG_FILE_TEMP_SUFFIX: Final = ".tmp"
 
 
 def log_file_name(db_name: str, file_no: int) -> str:
@@ -60,7 +117,7 @@ def log_file_name(db_name: str, file_no: int) -> str:
 
 def log_file_temp_name(db_name: str, file_no: int) -> str:
     """Name of log file ``file_no`` while it is being created (renamed once durable)."""
-    return log_file_name(db_name, file_no) + LOG_FILE_TEMP_SUFFIX
+    return log_file_name(db_name, file_no) + TEMP_SUFFIX
 
 
 def parse_log_file_name(db_name: str, file_name: str) -> int | None:
@@ -70,7 +127,7 @@ def parse_log_file_name(db_name: str, file_name: str) -> int | None:
     if not file_name.startswith(prefix):
         return None
     digits = file_name[len(prefix):]
-    if _FILE_NO_HEX.fullmatch(digits) is None:
+    if _HEX16.fullmatch(digits) is None:
         return None
     file_no = int(digits, 16)
     return file_no if file_no >= 1 else None
@@ -78,9 +135,151 @@ def parse_log_file_name(db_name: str, file_name: str) -> int | None:
 
 def parse_log_file_temp_name(db_name: str, file_name: str) -> int | None:
     """The file_no of a log file being created (``<log file name>.tmp``), else ``None``."""
-    if not file_name.endswith(LOG_FILE_TEMP_SUFFIX):
+    if not file_name.endswith(TEMP_SUFFIX):
         return None
-    return parse_log_file_name(db_name, file_name[: -len(LOG_FILE_TEMP_SUFFIX)])
+    return parse_log_file_name(db_name, file_name[: -len(TEMP_SUFFIX)])
+
+
+# --------------------------------------------------------------------------- listing
+
+
+@attrs.frozen
+class LogListing:
+    """The files of one database's log, by kind. Names only; unrelated files are left out.
+
+    ``log_files`` are version 2 log files, ``segments`` version 1 segment files; ``temporary``
+    holds both kinds' ``.tmp`` files and the checkpoint's.
+    """
+
+    segments: tuple[tuple[int, str], ...]  # (epoch, name) in epoch order
+    checkpoint: str | None
+    temporary: tuple[str, ...]
+    quarantined: tuple[str, ...]
+    lock: str | None
+    log_files: tuple[tuple[int, str], ...] = ()  # (file_no, name) in file_no order
+
+    @property
+    def empty(self) -> bool:
+        """No log file at all: no log was ever opened for this database here."""
+        return not (self.segments or self.checkpoint or self.temporary or self.quarantined
+                    or self.lock or self.log_files)
+
+
+def list_log_files(db_name: str, names: Iterable[str]) -> LogListing:
+    """Sort a directory's ``names`` into the log files of ``db_name``."""
+    segments: list[tuple[int, str]] = []
+    log_files: list[tuple[int, str]] = []
+    temporary: list[str] = []
+    quarantined: list[str] = []
+    checkpoint = lock = None
+    checkpoint_file = checkpoint_name(db_name)
+    for name in sorted(names):
+        if (epoch := parse_segment_name(db_name, name)) is not None:
+            segments.append((epoch, name))
+        elif (file_no := parse_log_file_name(db_name, name)) is not None:
+            log_files.append((file_no, name))
+        elif name == checkpoint_file:
+            checkpoint = name
+        elif name == lock_name(db_name):
+            lock = name
+        elif (is_temp_segment_name(db_name, name) or name == checkpoint_file + TEMP_SUFFIX
+              or parse_log_file_temp_name(db_name, name) is not None):
+            temporary.append(name)
+        elif is_quarantined_segment_name(db_name, name):
+            quarantined.append(name)
+    return LogListing(segments=tuple(sorted(segments)), checkpoint=checkpoint,
+                      temporary=tuple(temporary), quarantined=tuple(quarantined), lock=lock,
+                      log_files=tuple(sorted(log_files)))
+
+
+_LOG_FILE = re.compile(r"(.+)-wal-(?:seg-[0-9a-f]{16}|[0-9a-f]{16}|checkpoint|lock)")
+
+
+def databases_with_logs(names: Iterable[str]) -> list[str]:
+    """Names of the databases whose log files are among ``names`` (to suggest a path)."""
+    return sorted({m.group(1) for name in names if (m := _LOG_FILE.fullmatch(name))})
+
+
+def segment_epochs(db_name: str, names: Iterable[str]) -> list[int]:
+    """The epochs of the published segments of ``db_name`` among directory entries ``names``,
+    ascending."""
+    return sorted(e for n in names if (e := parse_segment_name(db_name, n)) is not None)
+
+
+def temporary_names(db_name: str, names: Iterable[str]) -> list[str]:
+    """The temporary files of ``db_name`` among ``names`` (a segment's or the checkpoint's
+    ``.tmp``): never data (invariant 4), so recovery removes them."""
+    checkpoint_temp = checkpoint_name(db_name) + TEMP_SUFFIX
+    return [n for n in names if is_temp_segment_name(db_name, n) or n == checkpoint_temp]
+
+
+def quarantine_name(file_name: str, taken: set[str]) -> str:
+    """The name a segment ``file_name`` is set aside under: ``<segment>.corrupt``, or
+    ``<segment>.corrupt-N`` with the first N not in ``taken`` (the directory's names), so that
+    nothing set aside before is ever replaced."""
+    name = file_name + QUARANTINE_SUFFIX
+    target = name
+    for number in itertools.count(1):
+        if target not in taken:
+            break
+        target = f"{name}-{number}"
+    return target
+
+
+# --------------------------------------------------------------------------- where files live
+
+
+@attrs.frozen
+class LogFiles:
+    """Where a database's log files live: ``directory/db_name`` is the database file.
+
+    ``file_mode`` is what new log files get: the database file's permissions (None when there
+    is no database file: then :data:`DEFAULT_FILE_MODE` less the umask).
+    """
+
+    directory: str
+    db_name: str
+    file_mode: FileMode | None = None
+
+    @classmethod
+    def for_db(cls, db_path: str | os.PathLike[str], fs: FileSystem | None = None) -> LogFiles:
+        """The log of the database file ``db_path``, found once, when a log is opened.
+
+        Symbolic links in ``db_path`` are resolved (``fs.real_path``), as SQLite resolves a
+        database's name: the log lies beside the database file itself, so every link to one
+        store finds the same log and the same lock file, and each later file operation uses
+        the real names (none of which is followed if it turns into a link).
+        """
+        if fs is None:
+            from ._fs import OsFileSystem  # here, so the layout imports no I/O module
+
+            fs = OsFileSystem()
+        directory, db_name = os.path.split(fs.real_path(os.path.abspath(os.fspath(db_path))))
+        if not db_name:
+            raise ValueError(f"{db_path!r} names a directory, not a database file")
+        return cls(directory, db_name, fs.file_mode(os.path.join(directory, db_name)))
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def segment_path(self, epoch: int) -> str:
+        return self.path(segment_name(self.db_name, epoch))
+
+    def log_file_path(self, file_no: int) -> str:
+        return self.path(log_file_name(self.db_name, file_no))
+
+    @property
+    def lock_path(self) -> str:
+        return self.path(lock_name(self.db_name))
+
+    @property
+    def checkpoint_path(self) -> str:
+        return self.path(checkpoint_name(self.db_name))
+
+    @property
+    def rebuild_command(self) -> str:
+        """The operator command that rebuilds this log's checkpoint record."""
+        return f"pagewal recover {self.path(self.db_name)} --rebuild-checkpoint"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -125,6 +324,165 @@ def _header_block(data: Buffer, start: int, size: int, path: str, what: str) -> 
     if is_unwritten(block):
         raise CorruptSegmentError(path, start, f"{what} is unwritten (all zeros)")
     return block
+
+
+# --------------------------------------------------------------------------- checkpoint
+
+CHECKPOINT_MAGIC: Final = 0x5057434B
+CHECKPOINT_VERSION: Final = 2
+LOG_ID_SIZE: Final = 16
+NO_LOG_ID: Final = bytes(LOG_ID_SIZE)
+"""The log id of a log written before logs had one (version 1)."""
+
+# Version 2 record: magic, version, reserved, log_id, epoch, commit_seq, page_size; a CRC32C
+# of those 44 bytes follows. The file holds two identical copies (DESIGN §4).
+_CHECKPOINT_RECORD = struct.Struct("<IHH16sQQI")
+CHECKPOINT_RECORD_SIZE: Final = _CHECKPOINT_RECORD.size + 4  # 48
+CHECKPOINT_COPIES: Final = 2
+CHECKPOINT_SIZE: Final = CHECKPOINT_COPIES * CHECKPOINT_RECORD_SIZE  # 96
+# Version 1 file (pagewal 0.1): magic, version, reserved, epoch, commit_seq, reserved; CRC32C.
+_CHECKPOINT_V1 = struct.Struct("<IHHQQI")
+CHECKPOINT_V1_SIZE: Final = _CHECKPOINT_V1.size + 4  # 32
+
+
+def _page_size_field(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value and (not 0 < value <= MAX_IMAGE_SIZE or value & (value - 1)):
+        raise ValueError(f"page_size={value} must be 0 (not recorded) or a power of two up to "
+                         f"{MAX_IMAGE_SIZE}")
+
+
+def _log_id_field(instance: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
+    if len(value) != LOG_ID_SIZE:
+        raise ValueError(f"log_id must be {LOG_ID_SIZE} bytes, not {len(value)}")
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointRecord:
+    """What a checkpoint file records (DESIGN §4): every commit up to ``position`` is in the
+    data file, whose pages are ``page_size`` bytes (0: not recorded, a plain :class:`Wal`'s log
+    or a version 1 file). ``log_id`` is all zeros until logs carry an identity.
+    """
+
+    position: ChainPosition
+    page_size: int = attrs.field(default=0, validator=_page_size_field)
+    log_id: bytes = attrs.field(default=NO_LOG_ID, validator=_log_id_field)
+
+    def encode(self) -> bytes:
+        """The 96-byte checkpoint file: two identical self-checking 48-byte copies."""
+        body = _CHECKPOINT_RECORD.pack(
+            CHECKPOINT_MAGIC, CHECKPOINT_VERSION, 0, self.log_id, self.position.epoch,
+            self.position.commit_seq, self.page_size)
+        return (body + _CRC.pack(crc32c.crc32c(body))) * CHECKPOINT_COPIES
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointFile:
+    """A decoded checkpoint file: its record, its format version, and the damage (if any) of
+    one copy that the other copy made up for (``None``: every copy is intact)."""
+
+    record: CheckpointRecord
+    version: int
+    damage: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointRebuild:
+    """What :func:`rebuild_checkpoint` found and did: the record now in ``path``, whether it
+    was written (``False``: the record was intact and was left alone) and why."""
+
+    path: str
+    record: CheckpointRecord
+    written: bool
+    reason: str
+
+
+def describe_checkpoint(record: CheckpointRecord) -> str:
+    """``epoch E, commit_seq S, page size P`` (or ``page size not recorded``)."""
+    page_size = f"page size {record.page_size}" if record.page_size else "page size not recorded"
+    return f"epoch {record.position.epoch}, commit_seq {record.position.commit_seq}, {page_size}"
+
+
+def encode_checkpoint_v1(position: ChainPosition) -> bytes:
+    """The 32-byte version 1 checkpoint file pagewal 0.1 wrote (still read; never written)."""
+    body = _CHECKPOINT_V1.pack(CHECKPOINT_MAGIC, 1, 0, position.epoch, position.commit_seq, 0)
+    return body + _CRC.pack(crc32c.crc32c(body))
+
+
+def decode_checkpoint(data: bytes | memoryview, path: str) -> CheckpointFile:
+    """Decode a checkpoint file: version 2 (two copies, either one suffices) or version 1.
+
+    Raises :class:`CorruptSegmentError` when no copy is intact, when the two copies are intact
+    but disagree (which one to believe cannot be decided), or for a length that is neither
+    format's. A single damaged copy never yields a wrong record: each copy's CRC32C covers all
+    of it, so the copy that passes is the one written.
+    """
+    if len(data) == CHECKPOINT_V1_SIZE:
+        return CheckpointFile(record=CheckpointRecord(position=_decode_checkpoint_v1(data, path)),
+                              version=1)
+    if len(data) != CHECKPOINT_SIZE:
+        raise CorruptSegmentError(
+            path, min(len(data), CHECKPOINT_SIZE), f"checkpoint file is {len(data)} bytes, not "
+            f"{CHECKPOINT_SIZE} (or {CHECKPOINT_V1_SIZE} for version 1)")
+    copies: list[CheckpointRecord | CorruptSegmentError] = []
+    for index in range(CHECKPOINT_COPIES):
+        try:
+            copies.append(_decode_checkpoint_record(data, index * CHECKPOINT_RECORD_SIZE, path))
+        except CorruptSegmentError as error:
+            copies.append(error)
+    first, second = copies
+    if isinstance(first, CheckpointRecord) and isinstance(second, CheckpointRecord):
+        if first != second:
+            raise CorruptSegmentError(
+                path, CHECKPOINT_RECORD_SIZE, f"the two copies are intact but differ "
+                f"({describe_checkpoint(first)}; {describe_checkpoint(second)}): pagewal never "
+                "writes such a file")
+        return CheckpointFile(record=first, version=CHECKPOINT_VERSION)
+    damaged = [(n, c) for n, c in enumerate(copies, 1) if isinstance(c, CorruptSegmentError)]
+    described = "; ".join(f"copy {n} at offset {c.offset}: {c.reason}" for n, c in damaged)
+    for copy in copies:
+        if isinstance(copy, CheckpointRecord):
+            return CheckpointFile(record=copy, version=CHECKPOINT_VERSION,
+                                  damage=f"{described} (the other copy is intact)")
+    raise CorruptSegmentError(path, damaged[0][1].offset, f"both copies are damaged: {described}")
+
+
+def _decode_checkpoint_record(
+    data: bytes | memoryview, start: int, path: str
+) -> CheckpointRecord:
+    """One 48-byte version 2 copy at ``start``."""
+    magic, version, reserved, log_id, epoch, commit_seq, page_size = (
+        _CHECKPOINT_RECORD.unpack_from(data, start))
+    if magic != CHECKPOINT_MAGIC:
+        raise CorruptSegmentError(path, start,
+                                  f"bad magic {magic:#010x}, not a pagewal checkpoint")
+    crc_at = start + _CHECKPOINT_RECORD.size
+    (stored_crc,) = _CRC.unpack_from(data, crc_at)
+    if crc32c.crc32c(data[start:crc_at]) != stored_crc:
+        raise CorruptSegmentError(path, crc_at, "checkpoint checksum mismatch")
+    if version != CHECKPOINT_VERSION or reserved:
+        raise CorruptSegmentError(path, start + 4,
+                                  f"unsupported checkpoint version {version} or reserved bits set")
+    check_room(path, start + 24, "epoch", epoch)
+    check_room(path, start + 32, "commit_seq", commit_seq)
+    try:
+        return CheckpointRecord(position=ChainPosition(epoch, commit_seq), page_size=page_size,
+                                log_id=log_id)
+    except ValueError as error:
+        raise CorruptSegmentError(path, start + 40, str(error)) from None
+
+
+def _decode_checkpoint_v1(data: bytes | memoryview, path: str) -> ChainPosition:
+    magic, version, reserved_a, epoch, commit_seq, reserved_b = _CHECKPOINT_V1.unpack_from(data)
+    if magic != CHECKPOINT_MAGIC:
+        raise CorruptSegmentError(path, 0, f"bad magic {magic:#010x}, not a pagewal checkpoint")
+    (stored_crc,) = _CRC.unpack_from(data, _CHECKPOINT_V1.size)
+    if crc32c.crc32c(data[: _CHECKPOINT_V1.size]) != stored_crc:
+        raise CorruptSegmentError(path, _CHECKPOINT_V1.size, "checkpoint checksum mismatch")
+    if version != 1 or reserved_a or reserved_b:
+        raise CorruptSegmentError(path, 4, "unsupported checkpoint version or reserved bits set")
+    check_room(path, 8, "epoch", epoch)
+    check_room(path, 16, "commit_seq", commit_seq)
+    return ChainPosition(epoch, commit_seq)
 
 
 # --------------------------------------------------------------------------- log file header
@@ -184,7 +542,7 @@ def _file_header_problem(
 
 @attrs.frozen(kw_only=True)
 class LogFileHeader:
-    """The header of a version 2 log file (DESIGN §4.1). Construction enforces the format's
+    """The header of a version 2 log file (DESIGN §4). Construction enforces the format's
     bounds; :meth:`encode` gives its 128 bytes, :func:`decode_file_header` reads them."""
 
     log_id: bytes
@@ -263,7 +621,7 @@ _MIN_RECORD_SIZE: Final = 41  # a record around a one-byte image
 
 @attrs.frozen(kw_only=True)
 class ShutdownMarker:
-    """The clean-shutdown marker (DESIGN §4.4): a segment header with no records that ends a
+    """The clean-shutdown marker (DESIGN §4): a segment header with no records that ends a
     log closed cleanly, at the next aligned offset after its last segment. ``epoch`` and
     ``commit_seq`` are the last durable ones (``0`` for a log that never wrote a segment).
     Not part of the chain: after it, any invalid segment at or before ``epoch`` is damage."""
@@ -451,7 +809,7 @@ def _decode_segment_header_v2(
 def check_identity(
     header: SegmentHeader | ShutdownMarker, file_header: LogFileHeader, path: str, offset: int
 ) -> None:
-    """Invariant 4b: a segment (or marker) at ``offset`` belongs to this life of this file
+    """Invariant 4: a segment (or marker) at ``offset`` belongs to this life of this file
     only if its log id, file_no and salt are the file header's."""
     if header.log_id != file_header.log_id:
         raise CorruptSegmentError(
@@ -474,7 +832,7 @@ def decode_segment_v2(
     ``view`` (from offset 0) and whose header is ``file_header``; index its records.
 
     Accepts a segment only if its header is valid, it lies on an aligned offset after the
-    header block and inside the file's capacity, its identity is the file's (invariant 4b),
+    header block and inside the file's capacity, its identity is the file's (invariant 4),
     its epoch is at least the file's ``min_epoch``, its body CRC32C matches and its records
     are valid (:func:`pagewal._codec.decode_records`). Offsets in errors and in the returned
     index are file offsets. A clean-shutdown marker is returned as a :class:`ShutdownMarker`
@@ -482,10 +840,10 @@ def decode_segment_v2(
     """
     data = memoryview(view).cast("B")
     alignment = file_header.alignment
-    if offset < alignment or offset % alignment:
+    if offset < alignment or offset % alignment or offset >= file_header.capacity:
         raise CorruptSegmentError(
             path, offset, f"offset {offset} is not a segment's (a multiple of the alignment "
-            f"{alignment} after the file header)")
+            f"{alignment} after the file header, inside the capacity {file_header.capacity})")
     file_size = min(len(data), file_header.capacity)
     decoded = _decode_segment_header_v2(data, path, offset, file_size)
     header = decoded.header

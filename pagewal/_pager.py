@@ -34,14 +34,7 @@ import attrs
 
 from ._chain import RecoveryResult
 from ._checkpoint import CheckpointResult, run_checkpoint
-from ._codec import (
-    MAX_IMAGE_SIZE,
-    MAX_PAGE_NO,
-    RECORD_OVERHEAD,
-    ChainPosition,
-    CheckpointRecord,
-    checkpoint_name,
-)
+from ._codec import MAX_IMAGE_SIZE, MAX_PAGE_NO, RECORD_OVERHEAD, ChainPosition
 from ._config import FsyncMode, WalConfig
 from ._errors import (
     BrokenLogError,
@@ -56,7 +49,8 @@ from ._errors import (
     ReadOnlyError,
 )
 from ._fs import FileSystem, OsFileSystem, require_regular
-from ._recovery import READ_ONLY_ERRNOS, LogFiles, read_log, write_checkpoint
+from ._layout import CheckpointRecord, LogFiles, checkpoint_name
+from ._recovery import READ_ONLY_ERRNOS, read_log, write_checkpoint
 from ._stats import Ticket, WalStats
 from ._wal import Wal
 

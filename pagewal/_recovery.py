@@ -14,7 +14,6 @@ and the read-only :func:`read_log` (``pagewal verify`` and ``inspect``) all go t
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 from collections.abc import Callable
 from typing import TypeAlias
@@ -30,26 +29,35 @@ from ._chain import (
 )
 from ._codec import (
     HEADER_SIZE,
-    QUARANTINE_SUFFIX,
-    TEMP_SUFFIX,
     ChainPosition,
-    CheckpointFile,
-    CheckpointRebuild,
-    CheckpointRecord,
     DecodedSegment,
     RecordArray,
     SegmentHeader,
-    checkpoint_name,
-    decode_checkpoint,
     decode_header,
     decode_segment,
     identify_segment,
-    is_temp_segment_name,
-    parse_segment_name,
-    segment_name,
 )
 from ._errors import CheckpointMissingError, CorruptSegmentError, ForeignFileError, LogLockedError
-from ._fs import FileMode, FileSystem, OsFileSystem, not_a_regular_file, publish_atomically
+from ._fs import FileSystem, OsFileSystem, not_a_regular_file, publish_atomically
+from ._layout import (
+    NO_LOG_ID,
+    SEGMENT_HEADER_SIZE,
+    CheckpointFile,
+    CheckpointRebuild,
+    CheckpointRecord,
+    FileState,
+    LogFiles,
+    checkpoint_name,
+    decode_checkpoint,
+    decode_file_header,
+    parse_log_file_name,
+    parse_segment_name,
+    quarantine_name,
+    segment_epochs,
+    segment_name,
+    temporary_names,
+)
+from ._logreader import LogScan, scan_log_files
 
 _READ_ONLY_ATTEMPTS = 3
 
@@ -60,53 +68,6 @@ reads without tidying, and says what it left."""
 Progress: TypeAlias = Callable[[int, int], None]
 """``progress(done, total)``: called after each step of a long operation (here: after each
 segment of the chain is checked). The command line draws it as a progress bar."""
-
-
-@attrs.frozen
-class LogFiles:
-    """Where a database's log files live: ``directory/db_name`` is the database file.
-
-    ``file_mode`` is what new log files get: the database file's permissions (None when there
-    is no database file: then :data:`DEFAULT_FILE_MODE` less the umask).
-    """
-
-    directory: str
-    db_name: str
-    file_mode: FileMode | None = None
-
-    @classmethod
-    def for_db(cls, db_path: str | os.PathLike[str], fs: FileSystem | None = None) -> LogFiles:
-        """The log of the database file ``db_path``, found once, when a log is opened.
-
-        Symbolic links in ``db_path`` are resolved (``fs.real_path``), as SQLite resolves a
-        database's name: the log lies beside the database file itself, so every link to one
-        store finds the same log and the same lock file, and each later file operation uses
-        the real names (none of which is followed if it turns into a link).
-        """
-        fs = fs or OsFileSystem()
-        directory, db_name = os.path.split(fs.real_path(os.path.abspath(os.fspath(db_path))))
-        if not db_name:
-            raise ValueError(f"{db_path!r} names a directory, not a database file")
-        return cls(directory, db_name, fs.file_mode(os.path.join(directory, db_name)))
-
-    def path(self, name: str) -> str:
-        return os.path.join(self.directory, name)
-
-    def segment_path(self, epoch: int) -> str:
-        return self.path(segment_name(self.db_name, epoch))
-
-    @property
-    def lock_path(self) -> str:
-        return self.path(f"{self.db_name}-wal-lock")
-
-    @property
-    def checkpoint_path(self) -> str:
-        return self.path(checkpoint_name(self.db_name))
-
-    @property
-    def rebuild_command(self) -> str:
-        """The operator command that rebuilds this log's checkpoint record."""
-        return f"pagewal recover {self.path(self.db_name)} --rebuild-checkpoint"
 
 
 def recover(
@@ -176,8 +137,8 @@ def recover(
                                                          page_size=result.page_size))
             # Each was read and validated just now, under the lock: the log's own. A crash
             # part way leaves covered segments, which the next recovery checks and deletes.
-            for info in result.segments:
-                fs.unlink(info.path)
+            for path in dict.fromkeys(info.path for info in result.segments):
+                fs.unlink(path)  # a version 2 log file holds several segments
             fs.fsync_dir(files.directory)
         return result
     finally:
@@ -290,6 +251,34 @@ def _read_chain(
                 del segment  # without keep_records, its bytes and index go now
         if progress is not None:
             progress(done, len(chain))
+    # Version 2 log files continue the chain from the version 1 segments (or the checkpoint).
+    log_id = checkpoint.record.log_id if checkpoint else NO_LOG_ID
+    scan: LogScan | None = None
+    log_paths = [(files.path(name), file_no) for name in names
+                 if (file_no := parse_log_file_name(files.db_name, name)) is not None]
+    if log_paths and skipped:
+        skipped += [SkippedSegment(path, 0, "follows a corrupt segment in the chain")
+                    for path, _ in log_paths]
+    elif log_paths:
+        try:
+            scan = scan_log_files(fs, log_paths, position, log_id=log_id,
+                                  skip_corrupt=skip_corrupt, tolerate_foreign=tolerate_foreign)
+        except CorruptSegmentError as error:
+            if checkpoint is None and not infos:
+                _raise_if_checkpoint_lost_v2(files, fs, log_paths, error)
+            raise
+        if checkpoint is None and not infos and scan.end is None and scan.skipped:
+            _raise_if_checkpoint_lost_v2(files, fs, log_paths, None)
+        for segment in scan.segments:
+            infos.append(SegmentInfo(segment.path, segment.header))
+            bytes_read += SEGMENT_HEADER_SIZE + segment.header.body_length
+            if keep_records:
+                indexes.append(segment.records)
+                data.append(segment.data)
+        skipped += scan.skipped
+        position, log_id = scan.last, scan.log_id
+        if not keep_records:
+            scan = attrs.evolve(scan, segments=())
     # Everything checked out: only now is anything changed.
     warnings: list[str] = []
     if checkpoint is not None and checkpoint.damage is not None:
@@ -328,6 +317,8 @@ def _read_chain(
         removed_temp_files=tuple(removed), bytes_read=bytes_read,
         records=merge_indexes(indexes), data=tuple(data), not_removed=tuple(not_removed),
         page_size=checkpoint.record.page_size if checkpoint else 0, warnings=tuple(warnings),
+        torn_tail=scan.torn_tail if scan else None,
+        clean_shutdown=scan.clean_shutdown if scan else False, log_id=log_id, log_scan=scan,
     )
 
 
@@ -349,6 +340,33 @@ def _raise_if_checkpoint_lost(
         f"numbering and set aside segments that chain correctly); rebuild the record with "
         f"'{files.rebuild_command}'",
         vouched) from error
+
+
+def _raise_if_checkpoint_lost_v2(
+    files: LogFiles, fs: FileSystem, log_paths: list[tuple[str, int]],
+    error: CorruptSegmentError | None,
+) -> None:
+    """With no checkpoint file and no version 1 segment, the version 2 files do not read as
+    a log from its start: if the oldest active one continues a log that had commits, the
+    checkpoint record was lost (as :func:`_raise_if_checkpoint_lost` says for segments)."""
+    for path, _ in sorted(log_paths, key=lambda item: item[1]):
+        try:
+            header = decode_file_header(fs.read_file(path), path)
+        except (CorruptSegmentError, OSError):
+            continue
+        if header.state is not FileState.ACTIVE:
+            continue
+        vouched = header.continues_from
+        if vouched == ChainPosition():
+            return
+        raise CheckpointMissingError(
+            files.checkpoint_path, 0,
+            f"the checkpoint record is missing, but log file {path} continues from epoch "
+            f"{vouched.epoch}, commit_seq {vouched.commit_seq}: the record was lost (those "
+            f"commits were checkpointed), or the files before this one were. Nothing was "
+            f"changed; rebuild the record with '{files.rebuild_command} --epoch "
+            f"{vouched.epoch} --commit-seq {vouched.commit_seq}'",
+            vouched) from error
 
 
 def first_segment_start(
@@ -420,9 +438,8 @@ def survey_log(files: LogFiles, fs: FileSystem, names: list[str]) -> LogSurvey:
     reader then lists the directory again).
     """
     checkpoint = checkpoint_name(files.db_name)
-    temporary = [n for n in names
-                 if is_temp_segment_name(files.db_name, n) or n == checkpoint + TEMP_SUFFIX]
-    epochs = segment_epochs(files, names)
+    temporary = temporary_names(files.db_name, names)
+    epochs = segment_epochs(files.db_name, names)
     foreign: list[tuple[str, str]] = []
     regular: set[str] = set()
     segments = [segment_name(files.db_name, e) for e in epochs]
@@ -465,11 +482,6 @@ def survey_log(files: LogFiles, fs: FileSystem, names: list[str]) -> LogSurvey:
         removable.append(path)
     return LogSurvey(checkpoint=checkpoint_file, chain=tuple(chain), removable=tuple(removable),
                      foreign=tuple(sorted(foreign)))
-
-
-def segment_epochs(files: LogFiles, names: list[str]) -> list[int]:
-    """The epochs of the published segments among directory entries ``names``, ascending."""
-    return sorted(e for n in names if (e := parse_segment_name(files.db_name, n)) is not None)
 
 
 def read_checkpoint(
@@ -540,7 +552,7 @@ def _rebuild(
     files: LogFiles, fs: FileSystem, page_size: int | None, position: ChainPosition | None
 ) -> CheckpointRebuild:
     names = sorted(fs.listdir(files.directory))
-    epochs = segment_epochs(files, names)
+    epochs = segment_epochs(files.db_name, names)
     path = files.checkpoint_path
     damage = "missing"
     if checkpoint_name(files.db_name) in names:
@@ -612,16 +624,15 @@ def quarantine(files: LogFiles, fs: FileSystem, skipped: tuple[SkippedSegment, .
     ``<segment>.corrupt``, or ``<segment>.corrupt-N`` when an earlier quarantine already used
     that name: nothing set aside before is ever replaced.
     """
+    # Only version 1 segment files are renamed: a version 2 log file may hold the valid prefix
+    # too, and its skipped tail is discarded by continuing in a fresh file (DESIGN §4).
+    skipped = tuple(item for item in skipped
+                    if parse_segment_name(files.db_name, os.path.basename(item.path)) is not None)
     if not skipped:
         return
     taken = set(fs.listdir(files.directory))
     for item in skipped:
-        name = os.path.basename(item.path) + QUARANTINE_SUFFIX
-        target = name
-        for number in itertools.count(1):
-            if target not in taken:
-                break
-            target = f"{name}-{number}"
+        target = quarantine_name(os.path.basename(item.path), taken)
         taken.add(target)
         fs.rename(item.path, files.path(target))
     fs.fsync_dir(files.directory)

@@ -53,9 +53,7 @@ from ._codec import (
     HEADER_SIZE,
     MAX_POSITION,
     SEGMENT_FLAG_SERIALIZED,
-    TEMP_SUFFIX,
     ChainPosition,
-    CheckpointRecord,
     Commit,
     PagesInput,
     SegmentHeader,
@@ -63,7 +61,6 @@ from ._codec import (
     encode_commit_into,
     encode_commits,
     make_commit,
-    segment_name,
 )
 from ._config import FsyncMode, Mode, WalConfig
 from ._errors import (
@@ -76,8 +73,9 @@ from ._errors import (
 )
 from ._fs import FileSystem, OsFileSystem, PublishTimes, publish_atomically, sync_files
 from ._lanes import Lane, detached
+from ._layout import TEMP_SUFFIX, CheckpointRecord, LogFiles, segment_name
 from ._precreate import TempFilePrecreator
-from ._recovery import LogFiles, _read_chain, quarantine, write_checkpoint
+from ._recovery import _read_chain, quarantine, write_checkpoint
 from ._sequencer import LogState, Sequencer
 from ._stats import Counters, FallbackReason, Ticket, WalStats
 

@@ -26,8 +26,8 @@ from pagewal._codec import (
     decode_segment,
     encode_commits,
     make_commit,
-    segment_name,
 )
+from pagewal._layout import segment_name
 
 PagesSpec = list[tuple[int, bytes]]
 # A commit spec: (pages, db_size_pages or None, txn_id).

@@ -21,16 +21,18 @@ from pagewal import CorruptSegmentError, ImageTooLargeError, InvalidCommitError
 from pagewal._codec import (
     MAX_POSITION,
     ChainPosition,
-    CheckpointRecord,
     Commit,
     SegmentHeader,
-    decode_checkpoint,
     decode_segment,
-    encode_checkpoint_v1,
     encode_commits,
+    make_commit,
+)
+from pagewal._layout import (
+    CheckpointRecord,
+    decode_checkpoint,
+    encode_checkpoint_v1,
     is_quarantined_segment_name,
     is_temp_segment_name,
-    make_commit,
     parse_segment_name,
     segment_name,
 )

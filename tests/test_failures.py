@@ -11,7 +11,7 @@ import pytest
 from conftest import RecordingFileSystem
 
 from pagewal import BrokenLogError, Ticket, Wal, WalConfig, recover
-from pagewal._codec import is_temp_segment_name
+from pagewal._layout import is_temp_segment_name
 from pagewal.harness._workload import run_writers
 
 CONFIG = WalConfig(lanes=2, epoch_interval_ms=1)

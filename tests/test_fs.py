@@ -34,13 +34,8 @@ from pagewal import (
 )
 from pagewal import _fs as fs_module
 from pagewal import _wal as wal_module
-from pagewal._codec import (
-    TEMP_SUFFIX,
-    ChainPosition,
-    checkpoint_name,
-    decode_checkpoint,
-    segment_name,
-)
+from pagewal._codec import ChainPosition
+from pagewal._layout import TEMP_SUFFIX, checkpoint_name, decode_checkpoint, segment_name
 from pagewal._precreate import TempFilePrecreator
 
 CONFIG = WalConfig(lanes=2, epoch_interval_ms=1)

@@ -26,17 +26,8 @@ from pagewal import (
     recover,
 )
 from pagewal._cli import main
-from pagewal._codec import (
-    MAX_POSITION,
-    MAX_U64,
-    CheckpointRecord,
-    SegmentHeader,
-    checkpoint_name,
-    encode_checkpoint_v1,
-    encode_commits,
-    make_commit,
-    segment_name,
-)
+from pagewal._codec import MAX_POSITION, MAX_U64, SegmentHeader, encode_commits, make_commit
+from pagewal._layout import CheckpointRecord, checkpoint_name, encode_checkpoint_v1, segment_name
 
 T = TypeVar("T")
 FAST = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off")

@@ -20,15 +20,14 @@ from pagewal._codec import (
 from pagewal._inspect import (
     SegmentFile,
     SegmentStatus,
-    databases_with_logs,
     epoch_ranges,
     format_table,
-    list_log_files,
     record_rows,
     recovery_lines,
     segment_rows,
     verify_report,
 )
+from pagewal._layout import databases_with_logs, list_log_files
 
 EMPTY_LOG = ChainPosition()
 

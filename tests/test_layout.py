@@ -29,12 +29,14 @@ from pagewal._layout import (
     FileState,
     LogFileHeader,
     ShutdownMarker,
+    databases_with_logs,
     decode_file_header,
     decode_segment_header_v2,
     decode_segment_v2,
     encode_segment_v2,
     encode_shutdown_marker,
     is_unwritten,
+    list_log_files,
     log_file_name,
     log_file_temp_name,
     parse_log_file_name,
@@ -377,7 +379,7 @@ def test_a_segment_must_fit_inside_the_files_capacity() -> None:
     assert "past the end" in reason_of(raised)
 
 
-@pytest.mark.parametrize("offset", [0, 100, 4096 + 512])
+@pytest.mark.parametrize("offset", [0, 100, 4096 + 512, 16 * 4096])
 def test_a_segment_is_read_only_at_an_aligned_offset_after_the_file_header(offset: int) -> None:
     fh, data, _ = one_segment()
     with pytest.raises(CorruptSegmentError) as raised:
@@ -474,3 +476,57 @@ def test_a_marker_with_records_is_rejected() -> None:
     with pytest.raises(CorruptSegmentError) as raised:
         decode_segment_header_v2(forged, PATH, 0)
     assert "marker" in reason_of(raised)
+
+
+# ----------------------------------------------------------------------------- listing
+
+
+def test_a_listing_sorts_version_2_log_files_by_file_no_beside_version_1_files() -> None:
+    names = ["db-wal-0000000000000010", "db-wal-0000000000000002", "db-wal-0000000000000011.tmp",
+             "db-wal-seg-0000000000000003", "db-wal-checkpoint", "db-wal-0000000000000000",
+             "other-wal-0000000000000001", "db"]
+    listing = list_log_files("db", names)
+    assert listing.log_files == ((2, "db-wal-0000000000000002"),
+                                 (16, "db-wal-0000000000000010"))
+    assert listing.segments == ((3, "db-wal-seg-0000000000000003"),)
+    assert listing.temporary == ("db-wal-0000000000000011.tmp",)
+    assert not list_log_files("db", ["db-wal-0000000000000001"]).empty
+    assert databases_with_logs(["a.db-wal-0000000000000001", "b"]) == ["a.db"]
+
+
+# ----------------------------------------------------------------------------- hostile bytes
+
+
+@given(data=st.binary(min_size=128, max_size=128))
+def test_any_128_bytes_decode_as_a_file_header_or_raise_corrupt_segment_error(
+    data: bytes,
+) -> None:
+    try:
+        header = decode_file_header(data, PATH)
+    except CorruptSegmentError as error:
+        assert error.reason and 0 <= error.offset <= 128
+    else:
+        assert header.encode() == data
+
+
+@given(edits=st.lists(st.tuples(st.integers(0, 4096 + 8191), st.integers(0, 255)),
+                      min_size=1, max_size=6),
+       fix_crc=st.booleans())
+def test_a_damaged_segment_raises_only_corrupt_segment_error(
+    edits: list[tuple[int, int]], fix_crc: bool
+) -> None:
+    fh, data, _ = one_segment()
+    for position, value in edits:
+        data[position] = value
+    if fix_crc:  # damage the checksum cannot see: the fields' own checks must catch it
+        struct.pack_into("<I", data, 4096 + 124, crc32c.crc32c(bytes(data[4096 : 4096 + 124])))
+    try:
+        file_header_now = decode_file_header(data, PATH)
+    except CorruptSegmentError:
+        file_header_now = fh
+    try:
+        decoded = decode_segment_v2(data, PATH, 4096, file_header_now)
+    except CorruptSegmentError as error:
+        assert error.reason and 0 <= error.offset <= len(data)
+    else:
+        assert isinstance(decoded, DecodedSegment | ShutdownMarker)

@@ -35,8 +35,8 @@ from pagewal import (
     rebuild_checkpoint,
     recover,
 )
-from pagewal._codec import checkpoint_name, encode_checkpoint_v1, parse_segment_name
 from pagewal._fs import FileMode
+from pagewal._layout import checkpoint_name, encode_checkpoint_v1, parse_segment_name
 from pagewal.harness import SimulatedFileSystem, crash_states
 from pagewal.harness._workload import run_writers
 

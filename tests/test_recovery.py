@@ -31,7 +31,7 @@ from pagewal import (
     rebuild_checkpoint,
     recover,
 )
-from pagewal._codec import CheckpointRecord, encode_checkpoint_v1
+from pagewal._layout import CheckpointRecord, encode_checkpoint_v1
 from pagewal._recovery import read_log
 
 FAST = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off", lane_capacity_bytes=256 * 1024)

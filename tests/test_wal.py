@@ -25,7 +25,7 @@ from pagewal import (
     decode_segment,
     recover,
 )
-from pagewal._codec import parse_segment_name, segment_name
+from pagewal._layout import parse_segment_name, segment_name
 from pagewal.harness._workload import run_writers as run_threads
 
 FAST = WalConfig(lanes=4, epoch_interval_ms=1, fsync="off")

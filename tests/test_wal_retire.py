@@ -24,7 +24,7 @@ from pagewal import (
     WalPager,
     recover,
 )
-from pagewal._codec import parse_segment_name
+from pagewal._layout import parse_segment_name
 from pagewal.harness import Fault, SimulatedFileSystem, crash_states
 
 DURABLE = WalConfig(lanes=2, epoch_interval_ms=1, fsync="full")

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import attrs
 
-from .._codec import HEADER_SIZE, parse_segment_name, segment_name
+from .._codec import HEADER_SIZE
 from .._config import WalConfig
 from .._errors import CorruptSegmentError
+from .._layout import parse_segment_name, segment_name
 from .._recovery import recover
 from .._wal import Wal
 from ._simfs import SimulatedFileSystem
