@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,6 +24,54 @@ PAGE = 4096
 PAGES_PER_COMMIT = 64
 
 
+def measure(directory: str, gib: float, report: Callable[[str], None] = print) -> dict[str, float]:
+    """Build ~``gib`` GiB of pages in ``directory``, checkpoint them, and time the same bytes
+    written raw. Returns seconds per GiB for both and their ratio (checkpoint / raw)."""
+    path = os.path.join(directory, "store.db")
+    pages = int(gib * (1 << 30)) // PAGE
+    pool = np.random.default_rng(7).integers(0, 256, size=(256, PAGE), dtype=np.uint8)
+    images = [bytes(row) for row in pool]
+    build = WalConfig(fsync="off", checkpoint_bytes=1 << 40)
+    started = time.perf_counter()
+    with WalPager.open(path, PAGE, build) as pager:
+        for first in range(0, pages, PAGES_PER_COMMIT):
+            with pager.transaction() as tx:
+                for page_no in range(first, min(first + PAGES_PER_COMMIT, pages)):
+                    tx.write(page_no, images[page_no % len(images)])
+    os.sync()
+    log_bytes = sum(os.path.getsize(os.path.join(directory, n))
+                    for n in os.listdir(directory) if "-wal-seg-" in n)
+    report(f"built {pages * PAGE / (1 << 30):.2f} GiB of pages ({log_bytes / (1 << 30):.2f} "
+           f"GiB of segments) in {time.perf_counter() - started:.1f} s")
+
+    started = time.perf_counter()
+    with WalPager.open(path, PAGE, WalConfig(fsync="full", checkpoint_bytes=1 << 40)) as p:
+        stats = p.statistics()
+    seconds = time.perf_counter() - started
+    gib_done = stats.pages_checkpointed * PAGE / (1 << 30)
+    checkpoint = stats.checkpoint_seconds_total
+    report(f"open with fsync=full: {seconds:.2f} s, of which recovery (read, validate, fsync "
+           f"the recovered segments) {seconds - checkpoint:.2f} s and the checkpoint "
+           f"{checkpoint:.2f} s: {stats.pages_checkpointed} pages, {checkpoint / gib_done:.2f} s "
+           f"per GiB ({gib_done / checkpoint:.2f} GiB/s)")
+
+    raw = os.path.join(directory, "raw")
+    started = time.perf_counter()
+    fd = os.open(raw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    chunk = b"".join(images) * 64  # 64 MiB
+    written = 0
+    while written < pages * PAGE:
+        written += os.write(fd, chunk[: pages * PAGE - written])
+    os.fsync(fd)
+    os.close(fd)
+    raw_seconds = time.perf_counter() - started
+    report(f"raw sequential write + fsync of the same bytes: {raw_seconds:.2f} s "
+           f"({gib_done / raw_seconds:.2f} GiB/s); checkpoint/raw time ratio "
+           f"{checkpoint / raw_seconds:.2f}")
+    return {"gib": gib_done, "checkpoint_s_per_gib": checkpoint / gib_done,
+            "raw_s_per_gib": raw_seconds / gib_done, "ratio": checkpoint / raw_seconds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0)
@@ -30,48 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     directory = tempfile.mkdtemp(prefix="pagewal-checkpoint-", dir=args.dir)
     try:
-        path = os.path.join(directory, "store.db")
-        pages = int(args.gib * (1 << 30)) // PAGE
-        pool = np.random.default_rng(7).integers(0, 256, size=(256, PAGE), dtype=np.uint8)
-        images = [bytes(row) for row in pool]
-        build = WalConfig(fsync="off", checkpoint_bytes=1 << 40)
-        started = time.perf_counter()
-        with WalPager.open(path, PAGE, build) as pager:
-            for first in range(0, pages, PAGES_PER_COMMIT):
-                with pager.transaction() as tx:
-                    for page_no in range(first, min(first + PAGES_PER_COMMIT, pages)):
-                        tx.write(page_no, images[page_no % len(images)])
-        os.sync()
-        log_bytes = sum(os.path.getsize(os.path.join(directory, n))
-                        for n in os.listdir(directory) if "-wal-seg-" in n)
-        print(f"built {pages * PAGE / (1 << 30):.2f} GiB of pages ({log_bytes / (1 << 30):.2f} "
-              f"GiB of segments) in {time.perf_counter() - started:.1f} s")
-
-        started = time.perf_counter()
-        with WalPager.open(path, PAGE, WalConfig(fsync="full", checkpoint_bytes=1 << 40)) as p:
-            stats = p.statistics()
-        seconds = time.perf_counter() - started
-        gib = stats.pages_checkpointed * PAGE / (1 << 30)
-        checkpoint = stats.checkpoint_seconds_total
-        print(f"open with fsync=full: {seconds:.2f} s, of which recovery (read, validate, fsync "
-              f"the recovered segments) {seconds - checkpoint:.2f} s and the checkpoint "
-              f"{checkpoint:.2f} s: {stats.pages_checkpointed} pages, {checkpoint / gib:.2f} s "
-              f"per GiB ({gib / checkpoint:.2f} GiB/s)")
-        seconds = checkpoint
-
-        raw = os.path.join(directory, "raw")
-        started = time.perf_counter()
-        fd = os.open(raw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        chunk = b"".join(images) * 64  # 64 MiB
-        written = 0
-        while written < pages * PAGE:
-            written += os.write(fd, chunk[: pages * PAGE - written])
-        os.fsync(fd)
-        os.close(fd)
-        raw_seconds = time.perf_counter() - started
-        print(f"raw sequential write + fsync of the same bytes: {raw_seconds:.2f} s "
-              f"({gib / raw_seconds:.2f} GiB/s); checkpoint/raw time ratio "
-              f"{seconds / raw_seconds:.2f}")
+        measure(directory, args.gib)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -1,7 +1,9 @@
 """The systems a Python user could pick instead of pagewal, each committing K pages durably.
 
-Every peer makes a commit durable before ``commit`` returns: fsync (or the engine's own
-durable-sync setting) before the call returns. Each is the straightforward way to use it.
+Every peer in :func:`all_peers` makes a commit durable before ``commit`` returns: fsync (or
+the engine's own durable-sync setting) before the call returns. Each is the straightforward way
+to use it. :func:`fsync_off_peers` are the exception: pagewal with ``fsync=off`` beside a plain
+append loop, both without any sync, to measure the ceiling of the commit path itself.
 """
 
 from __future__ import annotations
@@ -32,14 +34,15 @@ class Peer(Protocol):
 
 
 class PagewalPeer:
-    def __init__(self, mode: str) -> None:
-        self.name = f"pagewal {mode}"
+    def __init__(self, mode: str, fsync: str = "full") -> None:
+        self.name = f"pagewal {mode}" + ("" if fsync == "full" else f" fsync={fsync}")
         self._mode = mode
+        self._fsync = fsync
         self.wal: pagewal.Wal | None = None
 
     def open(self, directory: str) -> None:
         self.wal = pagewal.Wal.open(os.path.join(directory, "bench.db"),
-                                    pagewal.WalConfig(mode=self._mode))
+                                    pagewal.WalConfig(mode=self._mode, fsync=self._fsync))
 
     def committer(self) -> Commit:
         assert self.wal is not None
@@ -74,6 +77,28 @@ class NaiveSerializedWal:
             with self._lock:
                 os.writev(self._fd, buffers)
                 os.fsync(self._fd)
+
+        return commit
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class PlainAppend:
+    """The naive serialized WAL without its fsync: frame, write to one file under a lock."""
+
+    name = "plain append (no fsync)"
+
+    def open(self, directory: str) -> None:
+        self._fd = os.open(os.path.join(directory, "plain.wal"),
+                           os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._lock = threading.Lock()
+
+    def committer(self) -> Commit:
+        def commit(pages: Pages) -> None:
+            buffers = _frame(pages)
+            with self._lock:
+                os.writev(self._fd, buffers)
 
         return commit
 
@@ -222,3 +247,8 @@ class Lmdb:
 def all_peers() -> list[Peer]:
     return [PagewalPeer("auto"), PagewalPeer("conservative"), NaiveSerializedWal(),
             NaiveGroupCommit(), SqliteWal(), RocksDb(), Lmdb()]
+
+
+def fsync_off_peers() -> list[Peer]:
+    """Neither syncs: the commit path's own cost, with the disk out of the picture."""
+    return [PagewalPeer("auto", fsync="off"), PlainAppend()]
