@@ -193,7 +193,9 @@ class ReadyFilePool:
             with self._cv:
                 while not self._stop and self._error is None and not self._work_due():
                     self._cv.wait()
-                if self._stop or self._error is not None:
+                # Stopping, files handed back are still recycled or deleted: a checkpoint
+                # covers them and nothing else tracks them.
+                if self._error is not None or (self._stop and not self._retired):
                     return
                 retired = self._retired.pop(0) if self._retired else None
                 file_no = self._next_file_no
@@ -221,7 +223,7 @@ class ReadyFilePool:
                 self._cv.notify_all()
 
     def _work_due(self) -> bool:
-        return bool(self._retired) or len(self._ready) < self._ahead
+        return bool(self._retired) or (len(self._ready) < self._ahead and not self._stop)
 
     def _create(self, file_no: int, capacity: int) -> OpenLogFile:
         """Invariant 4a: a new file is zero-filled to ``capacity``, given its header and made

@@ -19,11 +19,15 @@ and the waiters for it live in one pure :class:`~pagewal._sequencer.Sequencer`, 
 to the sequencer, and releases the waiters it hands back after dropping that lock. Reads of
 its durable position and flags without the lock are single attribute reads, as before.
 
-Epochs are sealed and published one at a time, in order, by whoever holds ``_publish_lock``:
-the ticker, or a committing thread leading its own complete epoch (group-commit leader, no
-thread hand-off); so the sequencer's in-flight limit is 1. Only the publisher marks epochs
-durable (invariant 3: a contiguous prefix).
-Any ``OSError`` while publishing breaks the log for good (invariant 6).
+Epochs are sealed and placed in their log file one at a time, in order, by whoever holds
+``_publish_lock``: the ticker, or a committing thread leading its own complete epoch
+(group-commit leader, no thread hand-off). The segment is then written *outside* that lock by
+the same thread, with one durable write (format 2, DESIGN §4.3), so up to
+``config.inflight_epochs`` epochs are written at once; the sequencer acknowledges them only as
+a contiguous prefix (invariant 3), whatever order the writes complete in. Any ``OSError``
+while placing or writing breaks the log for good (invariant 6). File creation, zero-filling,
+renames and recycling happen in the writer's pool thread, never on the commit path
+(invariant 4a).
 
 The ticker normally runs in a thread the log starts itself. An event-loop adapter opens the
 log with ``start_ticker=False`` and runs :meth:`Wal.run_ticker` in a thread it owns, so the
@@ -35,6 +39,7 @@ has published the last epoch.
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import itertools
 import math
@@ -50,7 +55,6 @@ import attrs
 from ._chain import RecoveryResult, first_difference
 from ._checkpoint import covered_segments, delete_segments
 from ._codec import (
-    HEADER_SIZE,
     MAX_POSITION,
     SEGMENT_FLAG_SERIALIZED,
     ChainPosition,
@@ -71,13 +75,13 @@ from ._errors import (
     InvalidPositionError,
     LogLockedError,
 )
-from ._fs import FileSystem, OsFileSystem, PublishTimes, publish_atomically, sync_files
+from ._fs import Buffer, FileSystem, OsFileSystem, sync_files
 from ._lanes import Lane, detached
-from ._layout import TEMP_SUFFIX, CheckpointRecord, LogFiles, segment_name
-from ._precreate import TempFilePrecreator
+from ._layout import CheckpointRecord, LogFiles, segment_name
 from ._recovery import _read_chain, quarantine, write_checkpoint
 from ._sequencer import LogState, Sequencer
 from ._stats import Counters, FallbackReason, Ticket, WalStats
+from ._writer import LogWriter, Placement, WriteTimes
 
 _QUIET_SECONDS = 0.0002
 """Seal early once nobody has staged for this long and someone waits (adaptive sealing)."""
@@ -120,6 +124,16 @@ class _SealedEpoch:
     seal_seconds: float
 
 
+@attrs.frozen(eq=False)
+class _PlacedEpoch:
+    """A sealed epoch with its place in a log file and the buffers of its segment."""
+
+    sealed: _SealedEpoch
+    placement: Placement
+    buffers: list[Buffer]
+    record_count: int
+
+
 class Wal:
     """A write-ahead log of page after-images for the database file ``db_path``.
 
@@ -160,7 +174,11 @@ class Wal:
         # Guarded by every lane lock (or by the seq lock for _next_seq).
         self._seq_lock = threading.Lock()
         self._next_seq = recovery.last.commit_seq + 1
-        self._open_epoch = recovery.last.epoch + 1
+        # The writer continues the log where recovery says (DESIGN §4): after a crash in a
+        # fresh file numbered above a discarded tail's epochs.
+        self._writer = self._new_writer(fs, files, config, recovery)
+        self._log_id = self._writer.log_id
+        self._open_epoch = self._writer.next_epoch
         self._epoch_first_seq = self._next_seq
         self._serial_chunks: list[memoryview] = []
         self._serial_bytes = 0
@@ -191,7 +209,10 @@ class Wal:
 
         # Owned by whoever holds _publish_lock: the ticker, or a committer leading its epoch.
         self._publish_lock = threading.Lock()
-        self._unsynced: list[str] = []
+        self._unsynced = False  # fsync=normal: segments written since the last sync
+        self._segment_ends: collections.deque[ChainPosition] = collections.deque(
+            ChainPosition(s.header.epoch, s.header.commit_seq_hi)
+            for s in (recovery.log_scan.segments if recovery.log_scan else ()))
         self._last_sync_at = clock()
         self._counters = Counters()
         self._last_shadow_divergence: str | None = None
@@ -202,9 +223,6 @@ class Wal:
         self._recorded_page_size = recovery.page_size  # kept by every record retire writes
         self._retire_refusal: str | None = None
 
-        self._precreator = TempFilePrecreator(
-            fs, lambda epoch: files.segment_path(epoch) + TEMP_SUFFIX, self._open_epoch,
-            mode=files.file_mode)
         self._ticker: threading.Thread | None = None
         self._ticker_done = threading.Event()  # set when a caller-run ticker loop returns
         if start_ticker:
@@ -213,9 +231,15 @@ class Wal:
             self._ticker.start()
         _OPEN_LOGS.add(self)
 
+    def _new_writer(self, fs: FileSystem, files: LogFiles, config: WalConfig,
+                    recovery: RecoveryResult) -> LogWriter:
+        """The log's writer (format 2, DESIGN §4.3); a seam the crash harness's broken
+        variants replace."""
+        return LogWriter(fs, files, config, recovery)
+
     def _new_sequencer(self, durable: ChainPosition) -> Sequencer[threading.Lock]:
         """The sequencer of this log; a waiter's token is a lock its thread blocks on."""
-        return Sequencer(durable, inflight_limit=1)
+        return Sequencer(durable, inflight_limit=self._config.inflight_epochs)
 
     # ------------------------------------------------------------------ opening
 
@@ -263,8 +287,9 @@ class Wal:
                 # Invariant 1 across restarts: segments a crashed fsync=normal run left only in
                 # the page cache are fsynced before new segments are chained onto them.
                 try:
-                    sync_files(fs, files.directory,
-                               [os.path.basename(s.path) for s in recovery.segments])
+                    sync_files(fs, files.directory,  # a log file holds many segments
+                               list(dict.fromkeys(os.path.basename(s.path)
+                                                  for s in recovery.segments)))
                 except OSError as error:
                     raise BrokenLogError(
                         f"{files.path(files.db_name)}: could not fsync the recovered segments "
@@ -503,26 +528,52 @@ class Wal:
         """:meth:`retire`'s file operations; the caller holds ``_retire_lock`` (and with
         ``fsync=normal`` ``_publish_lock``)."""
         files, fs = self._files, self._fs
-        # Only published segments: nothing at or after the open epoch is touched, so neither
-        # the precreated temporary files nor a segment being written are in the way.
-        position, epochs = covered_segments(files, fs, self._retired, target,
-                                            self._sequencer.durable.epoch)
-        if not epochs:
+        durable = self._sequencer.durable
+        # Format 1 segments (a log written before format 2) come first in the chain...
+        position, epochs = covered_segments(files, fs, self._retired, target, durable.epoch)
+        # ... then the segments of the log files, whose ends the log keeps in chain order.
+        # Only durable ones count: nothing being written is ever retired.
+        with self._publish_lock_unless_held():
+            for end in self._segment_ends:
+                if end.epoch > durable.epoch or end.commit_seq > target:
+                    break
+                if end.epoch > position.epoch:
+                    position = end
+        if position == self._retired:
             return self._retired
-        # fsync=normal: fsync what was published first. Deleting a segment still listed as
-        # unsynced would make the ticker's fsync fail later, and the directory fsyncs below
-        # must not make a segment's name durable before its bytes.
+        # fsync=normal: what was written is fsynced first, so the checkpoint record never
+        # becomes durable before the segments it follows.
         if self._unsynced and not self._sync_published():
             self._raise_broken()
         sync = self._config.fsync is not FsyncMode.OFF
         write_checkpoint(files, fs, CheckpointRecord(position=position,
-                                                     page_size=self._recorded_page_size),
+                                                     page_size=self._recorded_page_size,
+                                                     log_id=self._log_id),
                          sync=sync)
         # The record is published: from now on recovery starts at it, whatever happens to the
         # deletions, so a later call must never record an earlier position.
         self._retired = position
         delete_segments(files, fs, epochs, sync=sync)
+        self._retire_log_files(position)
         return position
+
+    def _retire_log_files(self, position: ChainPosition) -> None:
+        """Hand the log files the durable checkpoint at ``position`` covers to the writer's
+        pool, to be recycled (DESIGN §4.1)."""
+        with self._publish_lock_unless_held():
+            while self._segment_ends and self._segment_ends[0].epoch <= position.epoch:
+                self._segment_ends.popleft()
+            self._writer.retire_through(position)
+
+    @contextlib.contextmanager
+    def _publish_lock_unless_held(self) -> Iterator[None]:
+        """``_publish_lock``, unless this call path already holds it (retire with
+        ``fsync=normal`` holds it throughout)."""
+        if self._config.fsync is FsyncMode.NORMAL:
+            yield
+        else:
+            with self._publish_lock:
+                yield
 
     def _refuse_retire(self, reason: str) -> None:
         """Make :meth:`retire` raise ``RuntimeError(reason)``: for an owner (``WalPager``)
@@ -575,11 +626,15 @@ class Wal:
             self._ticker.join()
         else:
             self._ticker_done.wait()
-        self._precreator.close()
-        with self._retire_lock, self._durable_cv:  # a running retire() finishes first
+        with self._durable_cv:  # epochs other threads are still writing
+            while self._sequencer.inflight and self._sequencer.broken is None:
+                self._durable_cv.wait()
+        with self._retire_lock:  # a running retire() finishes first
             released = self._sequencer.state is LogState.CLOSED
             if not released:
-                self._sequencer.finish_close()
+                self._finish_log_files()
+                with self._durable_cv:
+                    self._sequencer.finish_close()
         if released:
             return  # another close released the log (and reported a breakage, if any)
         self._fs.unlock(self._lock)
@@ -588,6 +643,19 @@ class Wal:
         _OPEN_LOGS.discard(self)
         if self._sequencer.broken is not None:
             self._raise_broken()
+
+    def _finish_log_files(self) -> None:
+        """Close the log files; a log that is not broken ends with a clean-shutdown marker
+        (DESIGN §4), so a later open knows no acknowledged epoch may be missing."""
+        try:
+            self._writer.finish(self._sequencer.durable,
+                                marker=self._sequencer.broken is None,
+                                sync=self._config.fsync is not FsyncMode.OFF)
+        except OSError as error:
+            # The marker is not needed for durability: without it the next open treats the
+            # end as a crash's (and continues in a fresh file). Still, say so.
+            self._break(f"ending the log with its clean-shutdown marker failed ({error}); "
+                        "every acknowledged commit is durable", error)
 
     # ------------------------------------------------------------------ statistics
 
@@ -781,40 +849,64 @@ class Wal:
         try:
             while self._sequencer.broken is None:
                 final = self._wait_until_seal_due()
-                with self._publish_lock:
-                    if not self._seal_and_publish():
-                        return
-                    if (self._unsynced and (final or self._sync_delay() == 0.0)
-                            and not self._sync_published()):
-                        return
+                if not self._publish_next():
+                    return
+                if self._unsynced and (final or self._sync_delay() == 0.0):
+                    with self._publish_lock:
+                        if not self._sync_published():
+                            return
                 if final:
                     return
         except BaseException as error:  # pragma: no cover - a bug; never leave waiters hanging
             self._break(f"the ticker failed unexpectedly: {error!r}", error)
             raise
 
-    def _seal_and_publish(self) -> bool:
-        """Seal the open epoch and publish it; the caller holds ``_publish_lock``, so epochs
-        are sealed and published one at a time, in order. False once the log is broken."""
+    def _publish_next(self, *, leading: int | None = None) -> bool:
+        """Seal the open epoch, place it and write it; False once the log is broken.
+
+        Sealing and placing happen under ``_publish_lock`` (so epochs are placed in order);
+        the write happens after it is released, so other epochs can be sealed and written
+        meanwhile (DESIGN §4.3). ``leading``: a committer leading ``leading`` only publishes
+        if that epoch is still open and nobody else holds the lock (else the ticker is asked).
+        """
+        if leading is None:
+            self._publish_lock.acquire()
+        elif not self._publish_lock.acquire(blocking=False):
+            self._request_seal()
+            return True
+        try:
+            if leading is not None and leading != self._open_epoch:
+                return True
+            placed = self._seal_and_place()
+        finally:
+            self._publish_lock.release()
+        if placed is None:
+            return self._sequencer.broken is None
+        return self._write_and_complete(placed)
+
+    def _seal_and_place(self) -> _PlacedEpoch | None:
+        """Seal the open epoch and give its segment a place; the caller holds
+        ``_publish_lock``. None if nothing was staged or the log is broken."""
+        with self._durable_cv:
+            # Invariant 3's window: at most inflight_epochs sealed epochs beyond the durable
+            # prefix (a reader relies on it to tell damage from a torn tail, DESIGN §4).
+            while not self._sequencer.can_seal() and self._sequencer.broken is None:
+                self._durable_cv.wait()
         sealed = self._seal()
-        return self._publish(sealed) if sealed is not None else self._sequencer.broken is None
+        if sealed is None or self._sequencer.broken is not None:
+            return None
+        return self._place(sealed)
 
     def _lead(self, epoch: int) -> None:
         """Group-commit leader: a committer whose epoch is complete (every staged commit has a
-        waiter) seals and publishes it itself when nobody else is publishing, saving two
-        thread hand-offs; otherwise the ticker is asked to."""
-        if not self._publish_lock.acquire(blocking=False):
-            self._request_seal()
-            return
+        waiter) seals and writes it itself when nobody else is sealing, saving two thread
+        hand-offs; otherwise the ticker is asked to."""
         try:
-            if epoch == self._open_epoch:
-                self._seal_and_publish()
+            self._publish_next(leading=epoch)
         except BaseException as error:
             self._break(f"publishing epoch {epoch} from a committing thread failed: {error!r}",
                         error)
             raise
-        finally:
-            self._publish_lock.release()
 
     def _sync_delay(self) -> float | None:
         """fsync=normal: seconds until segments published without fsync are due one."""
@@ -928,10 +1020,9 @@ class Wal:
             serialized=bool(serial_chunks), shadow=shadow,
             seal_seconds=time.perf_counter() - started)
 
-    def _publish(self, sealed: _SealedEpoch) -> bool:
-        """Write, fsync and rename segment ``sealed.epoch``; mark it durable. False if broken."""
-        if self._sequencer.broken is not None:
-            return False
+    def _place(self, sealed: _SealedEpoch) -> _PlacedEpoch | None:
+        """Encode ``sealed``'s header and reserve its place in a log file (the caller holds
+        ``_publish_lock``). None, with the log broken, if no place could be had."""
         body, record_count, serialized = sealed.body, sealed.record_count, sealed.serialized
         if sealed.shadow is not None:
             replacement = self._shadow_compare(sealed)
@@ -942,44 +1033,60 @@ class Wal:
             commit_seq_lo=sealed.commit_seq_lo, commit_seq_hi=sealed.commit_seq_hi,
             prev_epoch=sealed.prev_epoch, body_length=sum(b.nbytes for b in body),
             flags=SEGMENT_FLAG_SERIALIZED if serialized else 0)
-        name = segment_name(self._files.db_name, sealed.epoch)
         try:
-            times = self._write_segment(sealed, name, [header.encode(), *body])
-            if self._config.fsync is FsyncMode.NORMAL:
-                self._unsynced.append(name)  # fsynced by the ticker loop within an interval
-                if len(self._unsynced) == 1:
-                    with self._ticker_cv:  # a leading committer published: arm the sync timer
-                        self._ticker_cv.notify()
+            placement = self._writer.place(header)
         except OSError as error:
             self._break(
-                f"publishing segment {self._files.path(name)} failed ({error}); epoch "
-                f"{sealed.epoch} (commits {sealed.commit_seq_lo}..{sealed.commit_seq_hi}) and "
-                f"every later one are not durable; reopen the log to recover the durable "
-                f"prefix", error, epoch=sealed.epoch)
+                f"{self._files.path(self._files.db_name)}: no log file could be made ready for "
+                f"epoch {sealed.epoch} ({error}); it and every later epoch are not durable; "
+                "reopen the log to recover the durable prefix", error, epoch=sealed.epoch)
+            return None
+        self._segment_ends.append(ChainPosition(sealed.epoch, sealed.commit_seq_hi))
+        # DESIGN §4: what was acknowledged when this epoch was sealed is the evidence a reader
+        # uses to tell damage to an acknowledged epoch from a torn tail.
+        buffers = self._writer.encode(header, placement, body,
+                                      acked_epoch=self._sequencer.acked_epoch)
+        return _PlacedEpoch(sealed, placement, buffers, record_count)
+
+    def _write_and_complete(self, placed: _PlacedEpoch) -> bool:
+        """Write a placed segment (outside every lock) and report it to the sequencer."""
+        sealed = placed.sealed
+        try:
+            times = self._write_segment(placed)
+        except OSError as error:
+            self._break(
+                f"writing epoch {sealed.epoch} to {placed.placement.file.path} at offset "
+                f"{placed.placement.offset} failed ({error}); epoch {sealed.epoch} (commits "
+                f"{sealed.commit_seq_lo}..{sealed.commit_seq_hi}) and every later one are not "
+                "durable; reopen the log to recover the durable prefix", error,
+                epoch=sealed.epoch)
             return False
-        counters = self._counters
-        counters.epochs_sealed += 1
-        counters.records_written += record_count
-        counters.bytes_written += HEADER_SIZE + header.body_length
-        counters.fsync_count += times.fsync_count
-        counters.fsync_seconds_total += times.fsync_seconds
-        counters.fsync_seconds_max = max(counters.fsync_seconds_max, times.fsync_seconds)
-        counters.seal_seconds_total += sealed.seal_seconds
-        counters.write_seconds_total += times.write_seconds
-        counters.last_epoch_seal_seconds = sealed.seal_seconds
-        counters.last_epoch_write_seconds = times.write_seconds
-        counters.last_epoch_fsync_seconds = times.fsync_seconds
+        if self._config.fsync is FsyncMode.NORMAL and not self._unsynced:
+            self._unsynced = True  # fsynced by the ticker loop within an interval
+            with self._ticker_cv:  # a leading committer wrote: arm the sync timer
+                self._ticker_cv.notify()
+        with self._durable_cv:
+            counters = self._counters
+            counters.epochs_sealed += 1
+            counters.records_written += placed.record_count
+            counters.bytes_written += placed.placement.span
+            if times.durable:
+                counters.fsync_count += 1
+                counters.fsync_seconds_total += times.seconds
+                counters.fsync_seconds_max = max(counters.fsync_seconds_max, times.seconds)
+                counters.last_epoch_fsync_seconds = times.seconds
+            else:
+                counters.write_seconds_total += times.seconds
+                counters.last_epoch_write_seconds = times.seconds
+            counters.seal_seconds_total += sealed.seal_seconds
+            counters.last_epoch_seal_seconds = sealed.seal_seconds
         self._mark_durable(sealed)
         return True
 
-    def _write_segment(
-        self, sealed: _SealedEpoch, name: str, buffers: list[bytes | memoryview]
-    ) -> PublishTimes:
-        """Invariant 4: publish the segment atomically (fsynced too with fsync=full)."""
-        return publish_atomically(self._fs, self._files.directory, name, buffers,
-                                  sync=self._config.fsync is FsyncMode.FULL,
-                                  fd=self._precreator.take(sealed.epoch),
-                                  close=self._precreator.retire, mode=self._files.file_mode)
+    def _write_segment(self, placed: _PlacedEpoch) -> WriteTimes:
+        """Invariant 1: one write at the segment's place, durable on return with fsync=full
+        (the log file's name, size and zeros were durable before it was handed out)."""
+        return self._writer.write(placed.placement, placed.buffers)
 
     def _shadow_compare(self, sealed: _SealedEpoch) -> tuple[memoryview, int] | None:
         """Encode the epoch again on the serialized path and compare the two semantically.
@@ -1016,16 +1123,17 @@ class Wal:
         return memoryview(expected_body), header.record_count
 
     def _sync_published(self) -> bool:
-        """fsync=normal: fsync what was published without it. False (log broken) on failure.
+        """fsync=normal: fsync what was written without it. False (log broken) on failure.
         The caller holds ``_publish_lock``."""
+        self._unsynced = False
         try:
-            sync_files(self._fs, self._files.directory, self._unsynced)
+            count = self._writer.sync()
         except OSError as error:
-            self._break(f"fsync of published segments failed ({error}); they may not survive "
+            self._break(f"fsync of written segments failed ({error}); they may not survive "
                         "a power loss; reopen the log", error)
             return False
-        self._counters.fsync_count += len(self._unsynced) + 1
-        self._unsynced = []
+        with self._durable_cv:
+            self._counters.fsync_count += count
         self._last_sync_at = self._clock()
         return True
 

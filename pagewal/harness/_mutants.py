@@ -9,12 +9,15 @@ from typing import Any
 from .._chain import RecoveryResult
 from .._checkpoint import CheckpointResult
 from .._codec import ChainPosition, Commit
-from .._fs import FileSystem, PublishTimes, publish_atomically
+from .._config import WalConfig
+from .._fs import FileSystem
 from .._lanes import Lane
+from .._layout import LogFiles
 from .._pager import WalPager
 from .._sequencer import Progress, Sequencer
 from .._stats import Ticket
-from .._wal import Wal, _SealedEpoch
+from .._wal import Wal, _PlacedEpoch, _SealedEpoch
+from .._writer import LogWriter, WriteTimes
 
 
 class _NoDirectorySync:
@@ -46,25 +49,21 @@ class _NoFsyncOf:
 
 
 class SkipsDirectoryFsync(Wal):
-    """Acknowledges after the rename without fsyncing the directory: a power loss can undo
-    the rename, and with it acknowledged commits."""
+    """Makes log files ready without fsyncing their directory: a power loss can undo a new
+    file's name, and with it the acknowledged commits written into the file."""
 
-    def _write_segment(
-        self, sealed: _SealedEpoch, name: str, buffers: list[bytes | memoryview]
-    ) -> PublishTimes:
-        fs = _NoDirectorySync(self._fs)
-        return publish_atomically(fs, self._files.directory, name, buffers,  # type: ignore[arg-type]
-                                  sync=True, fd=self._precreator.take(sealed.epoch))
+    def _new_writer(self, fs: FileSystem, files: LogFiles, config: WalConfig,
+                    recovery: RecoveryResult) -> LogWriter:
+        return super()._new_writer(_NoDirectorySync(fs), files, config,  # type: ignore[arg-type]
+                                   recovery)
 
 
 class AcksBeforeFsync(Wal):
     """Marks the epoch durable before writing its segment."""
 
-    def _write_segment(
-        self, sealed: _SealedEpoch, name: str, buffers: list[bytes | memoryview]
-    ) -> PublishTimes:
-        Wal._mark_durable(self, sealed)
-        return super()._write_segment(sealed, name, buffers)
+    def _write_segment(self, placed: _PlacedEpoch) -> WriteTimes:
+        Wal._mark_durable(self, placed.sealed)
+        return super()._write_segment(placed)
 
     def _mark_durable(self, sealed: _SealedEpoch) -> None:
         if self.durable_position.epoch < sealed.epoch:
@@ -106,12 +105,15 @@ class CommitStraddlesEpochs(Wal):
                 if first:
                     self._held = False  # the commit held for this one may be sealed now
                     self._gate.notify_all()
+            placed = None
             with self._publish_lock:  # the seal slips in between reading the epoch and staging
                 if self._open_epoch == epoch:
-                    self._seal_and_publish()
+                    placed = self._seal_and_place()
                 if first:
                     with self._gate:
                         self._held = True  # until this commit is waited on
+            if placed is not None:
+                self._write_and_complete(placed)
         else:
             with self._gate:
                 if not self._claimed:
@@ -164,8 +166,8 @@ class HighWaterMarkDurability(Wal):
         # No limit: the failed epochs stay in flight, and the next success acknowledges them.
         return _HighWaterMarkSequencer(durable, inflight_limit=2**62)
 
-    def _publish(self, sealed: _SealedEpoch) -> bool:
-        super()._publish(sealed)
+    def _write_and_complete(self, placed: _PlacedEpoch) -> bool:
+        super()._write_and_complete(placed)
         return True
 
     def _break(self, message: str, cause: BaseException, *, epoch: int | None = None) -> None:
