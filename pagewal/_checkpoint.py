@@ -25,8 +25,9 @@ retire through it too.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import attrs
 import numpy as np
@@ -35,7 +36,15 @@ from ._chain import RecoveryResult, canonical_records, check_continues, latest_i
 from ._codec import ChainPosition, DecodedSegment, RecordArray
 from ._errors import CorruptSegmentError, InvalidPageError
 from ._fs import FileSystem, write_all
-from ._layout import CheckpointRecord, LogFiles, segment_epochs
+from ._layout import (
+    NO_LOG_ID,
+    SEGMENT_HEADER_SIZE,
+    CheckpointRecord,
+    LogFiles,
+    parse_log_file_name,
+    segment_epochs,
+)
+from ._logreader import scan_log_files
 from ._recovery import read_segment, read_segment_header, write_checkpoint
 
 BATCH_BYTES = 64 << 20
@@ -69,6 +78,8 @@ def run_checkpoint(
     before_write: BatchHook | None = None,
     on_written: BatchHook | None = None,
     recovered: RecoveryResult | None = None,
+    log_id: bytes = NO_LOG_ID,
+    retire_log_files: Callable[[ChainPosition], None] | None = None,
 ) -> CheckpointResult:
     """Apply the segments after ``base`` through ``target`` to the data file and retire them.
 
@@ -79,13 +90,19 @@ def run_checkpoint(
     or the chain does not reach ``target``, :class:`InvalidPageError` if a record is not
     exactly ``page_size`` bytes, ``OSError`` if the file system fails; nothing is deleted then,
     and the checkpoint file still names ``base``.
+
+    Format 2 (DESIGN §4): the segments in log files are read with the log reader from where
+    the format 1 segments (if any) end; the record carries ``log_id``; once it is durable,
+    ``retire_log_files`` hands the covered log files back to the writer to be recycled.
     """
     started = time.perf_counter()
     hooks = (before_write, on_written)
     if recovered is not None:
         if (recovered.base, recovered.last) != (base, target):
             raise ValueError(f"recovered {recovered.base}..{recovered.last}, not {base}..{target}")
-        epochs = [info.header.epoch for info in recovered.segments]
+        epochs = [info.header.epoch for info in recovered.segments
+                  if info.header.version == 1]
+        segment_count = len(recovered.segments)
         _check_page_size(recovered.records, [info.path for info in recovered.segments],
                          page_size)
         pages_written = _write_pages(fs, data_fd, page_size, recovered.latest_images(), hooks)
@@ -95,13 +112,16 @@ def run_checkpoint(
                   if base.epoch < e <= target.epoch]
         position = base
         batch: list[DecodedSegment] = []
-        batch_bytes = bytes_read = pages_written = 0
-        for epoch in epochs:
-            segment = read_segment(files, fs, epoch, position)
+        batch_bytes = bytes_read = pages_written = segment_count = 0
+        segments = itertools.chain(_read_v1(files, fs, epochs, base),
+                                   _read_log_files(files, fs, base, target, epochs, log_id))
+        for segment, is_last in _mark_last(segments):
             position = ChainPosition(segment.header.epoch, segment.header.commit_seq_hi)
             batch.append(segment)
-            batch_bytes += segment.data.nbytes
-            if batch_bytes >= BATCH_BYTES or epoch == epochs[-1]:
+            segment_count += 1
+            # A format 2 segment's data is its whole log file: count the segment's own bytes.
+            batch_bytes += SEGMENT_HEADER_SIZE + segment.header.body_length
+            if batch_bytes >= BATCH_BYTES or is_last:
                 records = canonical_records(batch)
                 _check_page_size(records, [s.path for s in batch], page_size)
                 pages_written += _write_pages(
@@ -115,14 +135,61 @@ def run_checkpoint(
             f"the log ends at epoch {position.epoch}, commit_seq {position.commit_seq}, short of "
             f"the durable epoch {target.epoch}, commit_seq {target.commit_seq}: a segment is "
             "missing")
-    if epochs:
+    if position != base:
         if sync:
             fs.fsync(data_fd)
-        write_checkpoint(files, fs, CheckpointRecord(position=target, page_size=page_size),
+        write_checkpoint(files, fs, CheckpointRecord(position=target, page_size=page_size,
+                                                     log_id=log_id),
                          sync=sync)
         delete_segments(files, fs, epochs, sync=sync)
-    return CheckpointResult(position=position, segments=len(epochs), pages_written=pages_written,
+        if retire_log_files is not None:
+            retire_log_files(target)
+    return CheckpointResult(position=position, segments=segment_count, pages_written=pages_written,
                             bytes_read=bytes_read, seconds=time.perf_counter() - started)
+
+
+def _read_v1(
+    files: LogFiles, fs: FileSystem, epochs: Sequence[int], base: ChainPosition
+) -> Iterator[DecodedSegment]:
+    """The format 1 segments ``epochs``, read and checked to chain on from ``base``."""
+    position = base
+    for epoch in epochs:
+        segment = read_segment(files, fs, epoch, position)
+        position = ChainPosition(segment.header.epoch, segment.header.commit_seq_hi)
+        yield segment
+
+
+def _read_log_files(
+    files: LogFiles, fs: FileSystem, base: ChainPosition, target: ChainPosition,
+    v1_epochs: Sequence[int], log_id: bytes,
+) -> Iterator[DecodedSegment]:
+    """The format 2 segments after the format 1 ones, through ``target`` (read with the log
+    reader, which checks each one's identity and chain)."""
+    names = fs.listdir(files.directory)
+    paths = sorted(((files.path(name), file_no) for name in names
+                    if (file_no := parse_log_file_name(files.db_name, name)) is not None),
+                   key=lambda item: item[1])
+    start = base
+    if v1_epochs:  # the format 1 segments come first; the scan starts where they end
+        header = read_segment_header(files, fs, v1_epochs[-1])
+        start = ChainPosition(header.epoch, header.commit_seq_hi)
+    if not paths or start.epoch >= target.epoch:
+        return
+    for segment in scan_log_files(fs, paths, start, log_id=log_id).segments:
+        if segment.header.epoch > target.epoch:
+            break
+        yield segment
+
+
+def _mark_last(items: Iterator[DecodedSegment]) -> Iterator[tuple[DecodedSegment, bool]]:
+    """Each item with whether it is the last one."""
+    previous: DecodedSegment | None = None
+    for item in items:
+        if previous is not None:
+            yield previous, False
+        previous = item
+    if previous is not None:
+        yield previous, True
 
 
 def covered_segments(

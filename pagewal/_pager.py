@@ -581,10 +581,11 @@ class WalPager:
         self, fs: FileSystem, target: ChainPosition, recovered: RecoveryResult | None
     ) -> CheckpointResult:
         assert self._data_fd is not None  # only a read-only store has none
+        wal = self._writable_log("cannot be checkpointed")
         return run_checkpoint(
             self._files, fs, self._data_fd, page_size=self._page_size, base=self._checkpointed,
             target=target, sync=self._sync, before_write=self._pin, on_written=self._unpin,
-            recovered=recovered)
+            recovered=recovered, log_id=wal.log_id, retire_log_files=wal._retire_log_files)
 
     def _pin(self, page_nos: Sequence[int], commit_seqs: Sequence[int],
              images: Sequence[memoryview]) -> None:

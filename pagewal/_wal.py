@@ -314,6 +314,12 @@ class Wal:
         self._recovery = attrs.evolve(result, records=result.records[:0], data=())
 
     @property
+    def log_id(self) -> bytes:
+        """This log's identity (DESIGN §1): 16 random bytes chosen when the log was created (or
+        first continued in format 2), in every log file header and checkpoint record."""
+        return self._log_id
+
+    @property
     def config(self) -> WalConfig:
         """The configuration the log was opened with."""
         return self._config
@@ -533,7 +539,8 @@ class Wal:
         position, epochs = covered_segments(files, fs, self._retired, target, durable.epoch)
         # ... then the segments of the log files, whose ends the log keeps in chain order.
         # Only durable ones count: nothing being written is ever retired.
-        with self._publish_lock_unless_held():
+        held = self._config.fsync is FsyncMode.NORMAL  # retire() took _publish_lock then
+        with contextlib.nullcontext() if held else self._publish_lock:
             for end in self._segment_ends:
                 if end.epoch > durable.epoch or end.commit_seq > target:
                     break
@@ -554,26 +561,20 @@ class Wal:
         # deletions, so a later call must never record an earlier position.
         self._retired = position
         delete_segments(files, fs, epochs, sync=sync)
-        self._retire_log_files(position)
+        with contextlib.nullcontext() if held else self._publish_lock:
+            self._retire_log_files_locked(position)
         return position
 
     def _retire_log_files(self, position: ChainPosition) -> None:
-        """Hand the log files the durable checkpoint at ``position`` covers to the writer's
-        pool, to be recycled (DESIGN §4.1)."""
-        with self._publish_lock_unless_held():
-            while self._segment_ends and self._segment_ends[0].epoch <= position.epoch:
-                self._segment_ends.popleft()
-            self._writer.retire_through(position)
+        """Hand the log files a durable checkpoint record at ``position`` covers to the
+        writer's pool, to be recycled (DESIGN §4.1): ``WalPager``'s checkpoint calls it."""
+        with self._publish_lock:
+            self._retire_log_files_locked(position)
 
-    @contextlib.contextmanager
-    def _publish_lock_unless_held(self) -> Iterator[None]:
-        """``_publish_lock``, unless this call path already holds it (retire with
-        ``fsync=normal`` holds it throughout)."""
-        if self._config.fsync is FsyncMode.NORMAL:
-            yield
-        else:
-            with self._publish_lock:
-                yield
+    def _retire_log_files_locked(self, position: ChainPosition) -> None:
+        while self._segment_ends and self._segment_ends[0].epoch <= position.epoch:
+            self._segment_ends.popleft()
+        self._writer.retire_through(position)
 
     def _refuse_retire(self, reason: str) -> None:
         """Make :meth:`retire` raise ``RuntimeError(reason)``: for an owner (``WalPager``)
