@@ -24,6 +24,7 @@ from ._errors import (
     LogLockedError,
     PagewalError,
     ReadOnlyError,
+    WrongLogError,
 )
 from ._fs import FileMode, FileSystem, OsFileSystem
 from ._layout import CheckpointRebuild, CheckpointRecord
@@ -73,6 +74,7 @@ __all__ = [
     "WalConfig",
     "WalPager",
     "WalStats",
+    "WrongLogError",
     "decode_segment",
     "read_log",
     "rebuild_checkpoint",

@@ -56,6 +56,12 @@ class InvalidPositionError(PagewalError, ValueError):
     ticket (or position) this log returned."""
 
 
+class WrongLogError(InvalidPositionError):
+    """A ticket of another log (its log id is not this log's, DESIGN §1) was passed to
+    :meth:`Wal.wait_durable`, :meth:`Wal.is_durable` or :meth:`Wal.retire`: its numbers mean
+    nothing here. Wait on the log (or pager) that returned it."""
+
+
 class ClosedError(PagewalError):
     """The log (or pager) was closed; open it again to continue."""
 

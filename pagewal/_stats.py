@@ -21,10 +21,13 @@ class FallbackReason(enum.StrEnum):
 
 @attrs.frozen
 class Ticket:
-    """Identifies a staged commit: its ``commit_seq`` and the ``epoch`` that will carry it."""
+    """Identifies a staged commit: its ``commit_seq``, the ``epoch`` that will carry it, and
+    the ``log_id`` of the log that staged it (DESIGN §1), so that a ticket is never taken for
+    one of another log with the same numbers."""
 
     commit_seq: int
     epoch: int
+    log_id: bytes = attrs.field(default=bytes(16), repr=False)
 
 
 @attrs.define(kw_only=True)

@@ -74,6 +74,7 @@ from ._errors import (
     CorruptSegmentError,
     InvalidPositionError,
     LogLockedError,
+    WrongLogError,
 )
 from ._fs import Buffer, FileSystem, OsFileSystem, sync_files
 from ._lanes import Lane, detached
@@ -387,7 +388,15 @@ class Wal:
 
     def is_durable(self, ticket: Ticket) -> bool:
         """Whether ``ticket``'s commit is durable (non-blocking)."""
+        self._check_ticket(ticket)
         return self._sequencer.durable.epoch >= ticket.epoch
+
+    def _check_ticket(self, ticket: Ticket) -> None:
+        if ticket.log_id != self._log_id:
+            raise WrongLogError(
+                f"{self._files.path(self._files.db_name)}: commit {ticket.commit_seq} (epoch "
+                f"{ticket.epoch}) was staged in log {ticket.log_id.hex()}, not in this log "
+                f"({self._log_id.hex()}); wait on the log that returned the ticket")
 
     def wait_durable(self, ticket: Ticket, timeout: float | None = None) -> None:
         """Block until ``ticket``'s commit is durable.
@@ -402,6 +411,7 @@ class Wal:
         means "forever" to ``threading`` but "already expired" elsewhere, so it is refused).
         """
         timeout = _checked_timeout(timeout)
+        self._check_ticket(ticket)
         sequencer = self._sequencer
         if sequencer.durable.epoch >= ticket.epoch:
             return
@@ -503,6 +513,8 @@ class Wal:
             raise TypeError(f"retire() takes a Ticket or a ChainPosition, not {through!r}")
         if self._retire_refusal is not None:
             raise RuntimeError(self._retire_refusal)
+        if isinstance(through, Ticket):
+            self._check_ticket(through)
         target = through.commit_seq
         self._raise_if_unusable()
         with self._seq_lock:
@@ -713,7 +725,7 @@ class Wal:
             with self._failure_breaks_the_log(seq):
                 lane.append(commit, seq, shadow_copy=copy)
         self._after_stage(first)
-        return Ticket(seq, epoch)
+        return Ticket(seq, epoch, self._log_id)
 
     def _stage_serialized(self, lane: Lane, commit: Commit, reason: FallbackReason) -> Ticket:
         # Allocate before a seq exists: nothing may fail between taking a seq and staging it.
@@ -748,7 +760,7 @@ class Wal:
             waited = True
             self._wait_for_space(waiting_for)
         self._after_stage(first)
-        return Ticket(seq, epoch)
+        return Ticket(seq, epoch, self._log_id)
 
     @contextlib.contextmanager
     def _failure_breaks_the_log(self, commit_seq: int) -> Iterator[None]:

@@ -22,6 +22,7 @@ from pagewal import (
     Ticket,
     Wal,
     WalConfig,
+    WrongLogError,
     decode_segment,
     recover,
 )
@@ -512,3 +513,17 @@ def test_a_nan_negative_or_non_number_timeout_is_refused_before_anything_is_stag
         assert wal.is_durable(ticket)
         assert wal.commit({2: b"b"}, timeout=math.inf).commit_seq == 2
         wal.flush(timeout=math.inf)
+
+
+def test_a_ticket_of_another_log_is_refused_by_its_log_id(tmp_path: Path) -> None:
+    config = WalConfig(log_file_bytes=64 << 10)
+    with Wal.open(tmp_path / "a", config) as first, Wal.open(tmp_path / "b", config) as second:
+        assert first.log_id != second.log_id
+        ticket = first.commit({1: b"a"})
+        assert ticket.log_id == first.log_id
+        second.commit({1: b"b"})  # the same numbers exist in the second log
+        for call in (second.wait_durable, second.is_durable, second.retire):
+            with pytest.raises(WrongLogError, match=first.log_id.hex()):
+                call(ticket)
+        first.wait_durable(ticket)
+        assert first.is_durable(ticket)

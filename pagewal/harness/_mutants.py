@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import attrs
+
 from .._chain import RecoveryResult
 from .._checkpoint import CheckpointResult
 from .._codec import ChainPosition, Commit
@@ -125,7 +127,7 @@ class CommitStraddlesEpochs(Wal):
                 self._gate.notify_all()
             elif first and ticket is not None:
                 self._straddler = ticket.commit_seq
-        return None if ticket is None else Ticket(ticket.commit_seq, epoch)
+        return None if ticket is None else attrs.evolve(ticket, epoch=epoch)
 
     def _seal(self) -> _SealedEpoch | None:
         with self._gate:
