@@ -1,10 +1,12 @@
 """Per-lane staging buffers. Pure in-memory state; the log's locking protocol lives in _wal.
 
-A lane owns two preallocated buffers (double buffering): writers encode commits straight into
-the active one; sealing swaps it for the other and hands the filled one, as a memoryview, to
-``os.writev``. The ticker publishes epochs one at a time, so the handed-off buffer is written
-before the lane can fill and hand back the other one: no copy, no allocation per epoch.
-Buffers are allocated when a lane is first used, so idle lanes cost nothing.
+A lane owns a ring of ``inflight_epochs + 1`` buffers: writers encode commits straight into
+the current one; sealing hands it, as a memoryview, to the segment's write and moves on to the
+next one in the ring: no copy, no allocation per epoch. The buffer a seal moves on to held
+the epoch sealed ``inflight_epochs + 1`` seals earlier, and the log seals an epoch only while
+fewer than ``inflight_epochs`` sealed epochs are not yet durable (invariant 3's window), so that
+epoch's write has completed and its bytes are no longer needed. Buffers are allocated when
+first used, so idle lanes (and ring slots a log never reaches) cost nothing.
 """
 
 from __future__ import annotations
@@ -29,17 +31,18 @@ class LaneSnapshot:
 class Lane:
     """A staging buffer of ``capacity`` bytes per epoch. Mutate only while holding ``lock``."""
 
-    __slots__ = ("_buffers", "_shadow", "capacity", "commits", "lane_id", "lock", "records",
-                 "used")
+    __slots__ = ("_buffers", "_current", "_shadow", "capacity", "commits", "lane_id", "lock",
+                 "records", "used")
 
-    def __init__(self, lane_id: int, capacity: int) -> None:
+    def __init__(self, lane_id: int, capacity: int, *, ring: int = 2) -> None:
         self.lane_id = lane_id
         self.capacity = capacity
         self.lock = threading.Lock()
         self.used = 0
         self.records = 0
         self.commits = 0
-        self._buffers: list[memoryview] = []
+        self._buffers: list[memoryview | None] = [None] * ring
+        self._current = 0
         self._shadow: list[tuple[int, int, Commit]] = []
 
     def fits(self, commit: Commit) -> bool:
@@ -47,14 +50,16 @@ class Lane:
         return self.used + commit.encoded_size <= self.capacity
 
     def prepare(self) -> None:
-        """Allocate both buffers (once), so that :meth:`append` allocates nothing."""
-        if not self._buffers:
-            self._buffers = [memoryview(bytearray(self.capacity)) for _ in range(2)]
+        """Allocate the current buffer (once), so that :meth:`append` allocates nothing."""
+        if self._buffers[self._current] is None:
+            self._buffers[self._current] = memoryview(bytearray(self.capacity))
 
     def append(self, commit: Commit, commit_seq: int, *, shadow_copy: Commit | None) -> None:
         """Encode ``commit`` into the active buffer; the caller checked :meth:`fits` and called
         :meth:`prepare`. ``shadow_copy`` is kept for this epoch's shadow compare, if any."""
-        self.used = encode_commit_into(self._buffers[0], self.used, commit,
+        buffer = self._buffers[self._current]
+        assert buffer is not None, "prepare() first"
+        self.used = encode_commit_into(buffer, self.used, commit,
                                        commit_seq=commit_seq, lane_id=self.lane_id)
         self.records += len(commit.pages)
         self.commits += 1
@@ -66,11 +71,12 @@ class Lane:
         self._shadow.append((commit_seq, self.lane_id, commit))
 
     def swap(self) -> LaneSnapshot:
-        """Hand off what is staged and start the next epoch in the other buffer."""
-        body = self._buffers[0][: self.used] if self._buffers else memoryview(b"")
+        """Hand off what is staged and start the next epoch in the next buffer of the ring."""
+        buffer = self._buffers[self._current]
+        body = buffer[: self.used] if buffer is not None else memoryview(b"")
         snapshot = LaneSnapshot(body=body, records=self.records, commits=self.commits,
                                 shadow=self._shadow)
-        self._buffers.reverse()
+        self._current = (self._current + 1) % len(self._buffers)
         self.used = 0
         self.records = 0
         self.commits = 0

@@ -121,6 +121,7 @@ class ReadyFilePool:
         self._ready: list[OpenLogFile] = sorted(ready, key=lambda f: f.file_no)
         self._retired: list[tuple[str, int | None]] = []  # (path, open fd or None)
         self._error: OSError | None = None
+        self._takers = 0  # threads waiting in take()
         self._stop = False
         self.waits = 0  # takes that found no file ready (DESIGN §6)
         self.wait_seconds = 0.0
@@ -130,16 +131,20 @@ class ReadyFilePool:
         self._thread = threading.Thread(target=self._run, name="pagewal-log-files", daemon=True)
         self._thread.start()
 
-    def take(self) -> OpenLogFile:
-        """The next ready file (the lowest number); waits, counted, if none is ready yet."""
+    def take(self, *, counted: bool = True) -> OpenLogFile:
+        """The next ready file (the lowest number); waits if none is ready yet, and counts
+        the wait unless ``counted`` is False (a log being opened, not a commit waiting)."""
         with self._cv:
             if not self._ready and self._error is None:
-                self.waits += 1
+                self.waits += counted
                 started = time.perf_counter()
+                self._takers += 1
                 self._cv.notify_all()
                 while not self._ready and self._error is None and not self._stop:
                     self._cv.wait()
-                self.wait_seconds += time.perf_counter() - started
+                self._takers -= 1
+                if counted:
+                    self.wait_seconds += time.perf_counter() - started
             if self._error is not None:
                 raise self._error
             if not self._ready:
@@ -199,10 +204,11 @@ class ReadyFilePool:
                     return
                 retired = self._retired.pop(0) if self._retired else None
                 file_no = self._next_file_no
-                if retired is None or len(self._ready) < self._ahead:
+                recycle = len(self._ready) < max(self._ahead, self._takers)
+                if retired is None or recycle:
                     self._next_file_no += 1
             try:
-                if retired is not None and len(self._ready) >= self._ahead:
+                if retired is not None and not recycle:
                     self._delete(*retired)
                     continue
                 if retired is not None:
@@ -223,7 +229,10 @@ class ReadyFilePool:
                 self._cv.notify_all()
 
     def _work_due(self) -> bool:
-        return bool(self._retired) or (len(self._ready) < self._ahead and not self._stop)
+        if self._stop:
+            return bool(self._retired)
+        return (bool(self._retired) or len(self._ready) < self._ahead
+                or (self._takers > 0 and not self._ready))
 
     def _create(self, file_no: int, capacity: int) -> OpenLogFile:
         """Invariant 4a: a new file is zero-filled to ``capacity``, given its header and made
@@ -335,13 +344,20 @@ class LogFileWriter:
         self._position = ChainPosition(epoch, commit_seq_hi)
         return placement
 
-    def _activate(self, span: int) -> OpenLogFile:
+    def activate(self) -> None:
+        """Make sure a file is active: without one (a new log, or one reopened after a crash)
+        take a ready file and write its ACTIVE header now. That header records where the
+        chain continues from, which is what durably discards a torn tail (DESIGN §4)."""
+        if self._active is None:
+            self._activate(0, counted=False)
+
+    def _activate(self, span: int, *, counted: bool = True) -> OpenLogFile:
         alignment = self._spec.alignment
         if span > self._spec.capacity - alignment:
             self.oversized_files += 1
             ready = self._pool.make_now(alignment + span)
         else:
-            ready = self._pool.take()
+            ready = self._pool.take(counted=counted)
         previous = self._active
         header = attrs.evolve(
             ready.header, state=FileState.ACTIVE,

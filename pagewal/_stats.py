@@ -71,3 +71,11 @@ class WalStats(Counters):
     last_shadow_divergence: str | None
     broken: bool
     closed: bool
+    # Format 2 log files (DESIGN §4.1, §6).
+    epochs_in_flight: int = 0  # sealed, not yet in the durable prefix
+    log_file_waits: int = 0  # times an epoch waited for a ready log file (commit-path stalls)
+    log_file_wait_seconds: float = 0.0
+    log_files_created: int = 0  # zero-filled and made ready by the pool thread
+    log_files_recycled: int = 0  # retired files given a new number and salt
+    oversized_log_files: int = 0  # an epoch larger than a log file got a file of its own
+    torn_tails_discarded: int = 0  # 1 if this open discarded a torn tail (DESIGN §4.4)

@@ -164,7 +164,9 @@ class Wal:
         self._fs = fs
         self._clock = clock
         self._recovery = recovery
-        self._lanes = [Lane(i, config.lane_capacity_bytes) for i in range(config.effective_lanes)]
+        # Each lane keeps one buffer per epoch that may be in flight, plus the one staging.
+        self._lanes = [Lane(i, config.lane_capacity_bytes, ring=config.inflight_epochs + 1)
+                       for i in range(config.effective_lanes)]
         self._lane_counter = itertools.count()
         self._thread_lane = threading.local()
         self._max_batch_bytes = config.effective_max_batch_bytes
@@ -295,7 +297,13 @@ class Wal:
                     raise BrokenLogError(
                         f"{files.path(files.db_name)}: could not fsync the recovered segments "
                         f"({error}); nothing was opened") from error
-            return cls(files, config, recovery, fs, clock, lock, start_ticker=start_ticker)
+            wal = cls(files, config, recovery, fs, clock, lock, start_ticker=start_ticker)
+            try:
+                wal._writer.start()
+            except BaseException:
+                wal._abandon()
+                raise
+            return wal
         except BaseException:
             fs.unlock(lock)
             raise
@@ -657,6 +665,21 @@ class Wal:
         if self._sequencer.broken is not None:
             self._raise_broken()
 
+    def _abandon(self) -> None:
+        """Undo a constructed log whose files could not be made ready (``open`` failed): stop
+        its threads without writing anything; ``open`` releases the lock."""
+        with self._all_lanes_locked(), self._durable_cv:
+            self._sequencer.begin_close()
+        with self._ticker_cv:
+            self._ticker_cv.notify()
+        if self._ticker is not None:
+            self._ticker.join()
+        with contextlib.suppress(OSError):
+            self._writer.finish(self._sequencer.durable, marker=False, sync=False)
+        with self._durable_cv:
+            self._sequencer.finish_close()
+        _OPEN_LOGS.discard(self)
+
     def _finish_log_files(self) -> None:
         """Close the log files; a log that is not broken ends with a clean-shutdown marker
         (DESIGN §4), so a later open knows no acknowledged epoch may be missing."""
@@ -692,6 +715,8 @@ class Wal:
             serialized_backlog_bytes=self._serial_bytes,
             last_shadow_divergence=self._last_shadow_divergence,
             broken=sequencer.broken is not None, closed=sequencer.state is LogState.CLOSED,
+            epochs_in_flight=sequencer.inflight, **self._writer.statistics,
+            torn_tails_discarded=int(self._recovery.torn_tail is not None),
         )
 
     # ------------------------------------------------------------------ staging

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -121,6 +122,12 @@ class LogWriter:
             self._known.append(_KnownFile(active.file_no, active.path, active.fd,
                                           active.last_epoch))
 
+    def start(self) -> None:
+        """Have a log file ready to write before the first commit (``Wal.open``): the commit
+        path then only waits for a file when the pool runs dry. ``OSError`` if none can be
+        made ready; the caller closes the writer."""
+        self._files.activate()
+
     def _activated(self, file: OpenLogFile) -> None:
         self._known.append(_KnownFile(file.file_no, file.path, file.fd, 0))
 
@@ -199,7 +206,8 @@ class LogWriter:
                 item.fd = None
 
     @property
-    def statistics(self) -> dict[str, int | float]:
+    def statistics(self) -> dict[str, Any]:
+        """The writer's counters, by their :class:`~pagewal.WalStats` names."""
         pool = self.pool
         return {"log_file_waits": pool.waits, "log_file_wait_seconds": pool.wait_seconds,
                 "log_files_created": pool.files_created,
