@@ -208,8 +208,9 @@ class WalConfig:
     on is sealed sooner (adaptive sealing, bounded by ``max_flush_delay_ms``). Unacknowledged
     commits of an open epoch are lost by a crash, whatever the interval.
     ``lane_capacity_bytes``: staging bytes per lane per epoch. Staged memory is bounded by
-    ``(inflight_epochs + 1) * lanes * lane_capacity_bytes`` for the lanes plus as much again for serialized-path
-    commits (one commit larger than that is admitted alone); writers wait when it is reached.
+    ``(inflight_epochs + 1) * lanes * lane_capacity_bytes`` for the lanes plus as much again
+    for serialized-path commits (one commit larger than that is admitted alone); writers wait
+    when it is reached.
     ``max_batch_bytes``: the largest encoded commit on the parallel path (default: the lane
     capacity); larger commits take the serialized path.
     ``fsync``: see :class:`FsyncMode`; the only knob that changes what a crash can lose.
