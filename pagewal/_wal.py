@@ -201,6 +201,7 @@ class Wal:
             "thread" if start_ticker else None)
         self._next_lock_check = clock() + LOCK_CHECK_SECONDS
         self._last_submit_at = 0.0  # written racily by submitters; a heuristic only
+        self._ticker_idle = False  # the ticker sleeps until a committer wakes it
         self._first_submit_at = 0.0
 
         # Guarded by _durable_cv. Its begin_close also holds every lane lock, so a staging
@@ -809,11 +810,15 @@ class Wal:
         self._raise_if_unusable()
 
     def _after_stage(self, first_of_epoch: bool) -> None:
-        self._last_submit_at = self._clock()
+        now = self._last_submit_at = self._clock()
         if first_of_epoch:
-            with self._ticker_cv:
-                self._first_submit_at = self._last_submit_at
-                self._ticker_cv.notify()
+            self._first_submit_at = now  # a heuristic, like _last_submit_at
+            # Wake the ticker only from an idle sleep: while commits keep coming it checks on
+            # its own every interval, so a committer pays no thread hand-off (its staging
+            # happened before this read; see _wait_until_seal_due for why none is missed).
+            if self._ticker_idle:
+                with self._ticker_cv:
+                    self._ticker_cv.notify()
 
     def _note_waiter(self, epoch: int) -> bool:
         """Count a waiter of the open epoch; True when every staged commit is now awaited."""
@@ -971,9 +976,22 @@ class Wal:
                     sync_in = self._sync_delay()
                     if sync_in == 0.0:
                         return False
-                    self._ticker_cv.wait(check_in if sync_in is None else min(sync_in, check_in))
+                    timeout = check_in if sync_in is None else min(sync_in, check_in)
+                    if self._clock() - self._last_submit_at < interval:
+                        # Commits came lately: look again within an interval, unprompted.
+                        self._ticker_cv.wait(min(timeout, interval))
+                        continue
+                    # Idle: sleep until a committer wakes us. _ticker_idle is set before
+                    # staged is read again, and a committer reads it after staging, so either
+                    # the committer sees it set (and notifies, under this lock, once we wait)
+                    # or we see its commit staged.
+                    self._ticker_idle = True
+                    if self._next_seq - self._epoch_first_seq == 0:
+                        self._ticker_cv.wait(timeout)
+                    self._ticker_idle = False
                     continue
-                if self._seal_requested or self._open_waiters >= staged:
+                if self._seal_requested:
+                    # A waiter with a timeout asks (one without leads its epoch itself).
                     self._seal_requested = False
                     return False
                 due = self._epoch_opened_at + interval
