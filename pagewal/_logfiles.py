@@ -35,6 +35,11 @@ from ._layout import (
 ZERO_CHUNK = 1 << 20
 """Bytes of zeros written per call while a new log file is filled."""
 
+ZERO_SYNC_BYTES = 8 << 20
+"""While a new log file is filled, its data is synced every this many bytes: the page cache
+then never holds more than this of its zeros dirty, so the kernel's writeback throttling
+(which stalls every writer once too much is dirty) does not fall on the commit path."""
+
 READY_AHEAD = 1
 """Ready files the pool keeps beyond the active one."""
 
@@ -248,6 +253,8 @@ class ReadyFilePool:
             while offset < capacity:
                 chunk = zeros[: min(len(zeros), capacity - offset)]
                 offset += write_all(fs, fd, [chunk], offset=offset)
+                if offset % ZERO_SYNC_BYTES == 0 and offset < capacity:
+                    fs.fsync(fd)
             write_all(fs, fd, [header.encode()], offset=0)
             fs.fsync(fd)
             fs.rename(temp, final)

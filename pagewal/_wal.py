@@ -833,10 +833,16 @@ class Wal:
 
     @contextlib.contextmanager
     def _all_lanes_locked(self) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
+        """Every lane lock, in lane order (a seal's cost; no ExitStack on this path)."""
+        taken = 0
+        try:
             for lane in self._lanes:
-                stack.enter_context(lane.lock)
+                lane.lock.acquire()
+                taken += 1
             yield
+        finally:
+            for lane in self._lanes[:taken]:
+                lane.lock.release()
 
     def _shadow_sampled(self, epoch: int) -> bool:
         if self._config.mode is Mode.SHADOW_COMPARE:
@@ -1084,13 +1090,9 @@ class Wal:
             replacement = self._shadow_compare(sealed)
             if replacement is not None:
                 body, record_count, serialized = [replacement[0]], replacement[1], True
-        header = SegmentHeader(
-            epoch=sealed.epoch, record_count=record_count, lane_count=len(self._lanes),
-            commit_seq_lo=sealed.commit_seq_lo, commit_seq_hi=sealed.commit_seq_hi,
-            prev_epoch=sealed.prev_epoch, body_length=sum(b.nbytes for b in body),
-            flags=SEGMENT_FLAG_SERIALIZED if serialized else 0)
+        body_length = sum(b.nbytes for b in body)
         try:
-            placement = self._writer.place(header)
+            placement = self._writer.place(sealed.epoch, sealed.commit_seq_hi, body_length)
         except OSError as error:
             self._break(
                 f"{self._files.path(self._files.db_name)}: no log file could be made ready for "
@@ -1100,8 +1102,13 @@ class Wal:
         self._segment_ends.append(ChainPosition(sealed.epoch, sealed.commit_seq_hi))
         # DESIGN §4: what was acknowledged when this epoch was sealed is the evidence a reader
         # uses to tell damage to an acknowledged epoch from a torn tail.
-        buffers = self._writer.encode(header, placement, body,
-                                      acked_epoch=self._sequencer.acked_epoch)
+        header = self._writer.header(
+            placement, epoch=sealed.epoch, record_count=record_count,
+            lane_count=len(self._lanes), commit_seq_lo=sealed.commit_seq_lo,
+            commit_seq_hi=sealed.commit_seq_hi, prev_epoch=sealed.prev_epoch,
+            body_length=body_length, flags=SEGMENT_FLAG_SERIALIZED if serialized else 0,
+            acked_epoch=self._sequencer.acked_epoch)
+        buffers = self._writer.encode(header, body)
         return _PlacedEpoch(sealed, placement, buffers, record_count)
 
     def _write_and_complete(self, placed: _PlacedEpoch) -> bool:

@@ -133,22 +133,23 @@ class LogWriter:
 
     # ------------------------------------------------------------------ the interface
 
-    def place(self, header: SegmentHeader) -> Placement:
-        """Reserve room for the sealed epoch ``header`` describes (epochs in seal order)."""
-        placement = self._files.place(header.epoch, header.commit_seq_hi,
-                                      segment_span(header.body_length, self.spec.alignment))
-        self._known[-1].last_epoch = header.epoch
+    def place(self, epoch: int, commit_seq_hi: int, body_length: int) -> Placement:
+        """Reserve room for a sealed epoch's segment (epochs in seal order)."""
+        placement = self._files.place(epoch, commit_seq_hi,
+                                      segment_span(body_length, self.spec.alignment))
+        self._known[-1].last_epoch = epoch
         return placement
 
-    def encode(self, header: SegmentHeader, placement: Placement, body: Sequence[Buffer], *,
-               acked_epoch: int) -> list[Buffer]:
-        """The segment's buffers: ``header`` given the file's identity (invariant 4b) and
-        the highest epoch acknowledged when it was sealed."""
+    def header(self, placement: Placement, **fields: Any) -> SegmentHeader:
+        """The segment header of an epoch placed at ``placement``: ``fields`` and the
+        identity of its file (invariant 4b: log id, file_no, salt)."""
         file_header = placement.file.header
-        full = attrs.evolve(header, version=2, log_id=self.log_id,
-                            file_no=file_header.file_no, salt=file_header.salt,
-                            acked_epoch=acked_epoch)
-        return encode_segment_v2(full, body, self.spec.alignment)
+        return SegmentHeader(version=2, log_id=self.log_id, file_no=file_header.file_no,
+                             salt=file_header.salt, **fields)
+
+    def encode(self, header: SegmentHeader, body: Sequence[Buffer]) -> list[Buffer]:
+        """The segment's buffers for its one write: header, ``body`` (not copied), padding."""
+        return encode_segment_v2(header, body, self.spec.alignment)
 
     def write(self, placement: Placement, buffers: Sequence[Buffer]) -> WriteTimes:
         """One write at the placement; durable on return with ``fsync=full`` (invariant 1)."""
