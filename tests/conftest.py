@@ -26,6 +26,15 @@ from pagewal import FileMode, OsFileSystem
 settings.register_profile("pagewal", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("pagewal")
 
+SMALL_LOG_FILE_BYTES = 64 << 10
+"""Log file capacity for tests: every open makes a file ready (zero-filled to capacity) and the
+pool keeps one more, so the 64 MiB default would write 128 MiB per test. Small files also make
+tests roll over, recycle and fill files, which the default would rarely reach."""
+
+# Logs opened with the configuration from the environment get small files too; a test that
+# builds a WalConfig itself passes log_file_bytes=SMALL_LOG_FILE_BYTES.
+os.environ.setdefault("PAGEWAL_LOG_FILE_BYTES", str(SMALL_LOG_FILE_BYTES))
+
 JOIN_SECONDS = 60.0
 """How long a finished test waits for a thread it released before calling it stuck: far
 longer than any released thread needs, even on a busy machine; it only bounds a failure."""
