@@ -18,7 +18,7 @@ import attrs
 from ._codec import Commit, encode_commit_into
 
 
-@attrs.frozen(eq=False)
+@attrs.define(eq=False)  # not frozen: built once per lane per seal, and never changed
 class LaneSnapshot:
     """What one lane staged in a sealed epoch."""
 

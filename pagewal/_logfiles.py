@@ -95,7 +95,7 @@ class OpenLogFile:
         return self.header.capacity - self.next_offset
 
 
-@attrs.frozen
+@attrs.define(eq=False)  # not frozen: one per epoch on the commit path, never changed
 class Placement:
     """Where one sealed epoch's segment goes: ``file`` at ``offset``, ``span`` bytes."""
 
@@ -301,7 +301,7 @@ class ReadyFilePool:
         fs.fsync_dir(self._spec.directory)
 
 
-@attrs.frozen
+@attrs.define(eq=False)  # not frozen: one per epoch on the commit path, never changed
 class WriteTimes:
     """How long one segment's write took, and whether it was a durable write."""
 
@@ -329,7 +329,8 @@ class LogFileWriter:
         self._pool = pool
         self._durable_writes = durable_writes
         self._active = active
-        self._position = position  # the chain position after the last placed epoch
+        # The chain position after the last placed epoch (plain numbers: set once per epoch).
+        self._last_epoch, self._last_commit_seq = position.epoch, position.commit_seq
         self._min_epoch = min_epoch
         self._on_activate = on_activate
         self.files: list[OpenLogFile] = [] if active is None else [active]
@@ -348,7 +349,7 @@ class LogFileWriter:
         placement = Placement(file=active, offset=active.next_offset, span=span)
         active.next_offset += span
         active.last_epoch = epoch
-        self._position = ChainPosition(epoch, commit_seq_hi)
+        self._last_epoch, self._last_commit_seq = epoch, commit_seq_hi
         return placement
 
     def activate(self) -> None:
@@ -369,7 +370,8 @@ class LogFileWriter:
         header = attrs.evolve(
             ready.header, state=FileState.ACTIVE,
             prev_file_no=0 if previous is None else previous.file_no,
-            continues_from=self._position, min_epoch=self._min_epoch)
+            continues_from=ChainPosition(self._last_epoch, self._last_commit_seq),
+            min_epoch=self._min_epoch)
         write_all(self._fs, ready.fd, [header.encode()], offset=0, dsync=True)
         ready.header = header
         self._active = ready

@@ -112,7 +112,7 @@ def _checked_timeout(timeout: float | None) -> float | None:
     return None if math.isinf(timeout) else float(timeout)
 
 
-@attrs.frozen(eq=False)
+@attrs.define(eq=False)  # not frozen: one per epoch on the commit path, never changed
 class _SealedEpoch:
     epoch: int
     prev_epoch: int
@@ -125,7 +125,7 @@ class _SealedEpoch:
     seal_seconds: float
 
 
-@attrs.frozen(eq=False)
+@attrs.define(eq=False)  # not frozen: one per epoch on the commit path, never changed
 class _PlacedEpoch:
     """A sealed epoch with its place in a log file and the buffers of its segment."""
 
