@@ -5,7 +5,9 @@ the current one; sealing hands it, as a memoryview, to the segment's write and m
 next one in the ring: no copy, no allocation per epoch. The buffer a seal moves on to held
 the epoch sealed ``inflight_epochs + 1`` seals earlier, and the log seals an epoch only while
 fewer than ``inflight_epochs`` sealed epochs are not yet durable (invariant 3's window), so that
-epoch's write has completed and its bytes are no longer needed. Buffers are allocated when
+epoch's write has completed and its bytes are no longer needed. (A lane that staged nothing
+in an epoch is not swapped: its ring moves only with its own seals, which are at least as far
+apart.) Buffers are allocated when
 first used, so idle lanes (and ring slots a log never reaches) cost nothing.
 """
 
@@ -44,6 +46,12 @@ class Lane:
         self._buffers: list[memoryview | None] = [None] * ring
         self._current = 0
         self._shadow: list[tuple[int, int, Commit]] = []
+
+    @property
+    def has_staged(self) -> bool:
+        """Whether this epoch staged anything here (records, or a serialized-path commit's
+        shadow copy)."""
+        return bool(self.commits or self._shadow)
 
     def fits(self, commit: Commit) -> bool:
         """Whether ``commit`` fits in what is left of this epoch's buffer."""

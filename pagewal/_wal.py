@@ -1047,7 +1047,9 @@ class Wal:
                             f"continue the log past {MAX_POSITION}; nothing of it was written",
                             OverflowError("commit_seq or epoch beyond 2**63-1"))
                 return None
-            snapshots = [lane.swap() for lane in self._lanes]
+            # Only lanes that staged something move on in their ring: a lane's buffer is
+            # reused only after inflight_epochs + 1 of its own seals (see _lanes).
+            snapshots = [lane.swap() for lane in self._lanes if lane.has_staged]
             serial_chunks, serial_records = self._serial_chunks, self._serial_records
             commits = sum(s.commits for s in snapshots) + self._serial_commits
             epoch = self._open_epoch
