@@ -210,8 +210,10 @@ class InspectReport:
             if self.damage is not None:
                 lines.append(f"damage: {self.damage.path} offset {self.damage.offset:,}: "
                              f"{self.damage.reason}")
+            elif self.scan is None:
+                lines.append("torn tail: unknown (the log files were not read)")
             else:
-                lines.append(torn_tail_line(self.scan.torn_tail if self.scan else None))
+                lines.append(torn_tail_line(self.scan.torn_tail))
             lines.append(shutdown_line(self.scan, self.log_files))
         valid = [row for row in self.rows if row.status is SegmentStatus.OK]
         in_chain = [row for row in self.rows if row.status is not SegmentStatus.COVERED]
@@ -468,13 +470,13 @@ def log_file_rows(
         for item in found:
             if (image.path, item.offset) == damaged_at:
                 status = "damaged"
+            elif info is None:
+                status = "unchecked"
             elif isinstance(item.header, ShutdownMarker):
                 at_end = end is not None and (end.path, end.offset) == (image.path, item.offset)
                 status = "marker" if at_end else "marker after end"
             elif (image.path, item.header.epoch) in kept:
                 status = "chain"
-            elif info is None:
-                status = "unchecked"
             elif info.role is FileRole.CHAIN and item.offset < info.chain_end:
                 status = "covered"
             elif info.role is FileRole.CHAIN:
