@@ -336,17 +336,21 @@ def file_segments(data: Buffer, path: str, header: LogFileHeader) -> list[FoundS
 
 @attrs.frozen
 class LogSegmentRow:
-    """One segment (or marker) of a log file with what the reader made of it."""
+    """One segment (or marker) of a log file with what the reader made of it. ``header``
+    None: where the reader found damage or a torn tail, no segment header could be read."""
 
     file_no: int
     path: str
     offset: int
     span: int
-    header: SegmentHeader | ShutdownMarker
+    header: SegmentHeader | ShutdownMarker | None
     status: str
 
     def cells(self) -> tuple[str, ...]:
         header = self.header
+        if header is None:
+            return (str(self.file_no), "?", f"{self.offset:,}", "?", "?", "?", "?",
+                    f"{self.status} (header unreadable)")
         if isinstance(header, ShutdownMarker):
             return (str(self.file_no), str(header.epoch), f"{self.offset:,}", f"{self.span:,}",
                     str(header.commit_seq), "0", str(header.epoch), self.status)
@@ -356,6 +360,10 @@ class LogSegmentRow:
 
     def to_json(self) -> dict[str, Any]:
         header = self.header
+        if header is None:
+            return {"file_no": self.file_no, "offset": self.offset, "span": None,
+                    "epoch": None, "marker": False, "commit_seq": None, "records": None,
+                    "acked_epoch": None, "status": self.status}
         marker = isinstance(header, ShutdownMarker)
         return {
             "file_no": self.file_no, "offset": self.offset, "span": self.span,
@@ -487,6 +495,15 @@ def log_file_rows(
                     info.role, "after end")
             segments.append(LogSegmentRow(image.file_no, image.path, item.offset, item.span,
                                           item.header, status))
+        # Where the reader found damage or a torn tail but no header could be read there.
+        tail = scan.torn_tail if scan is not None else None
+        for where, status in ((damaged_at, "damaged"),
+                              ((tail.path, tail.offset) if tail else None, "torn")):
+            if (where is not None and where[0] == image.path and where[1] > 0
+                    and all(row.offset != where[1] for row in segments)):
+                segments.append(LogSegmentRow(image.file_no, image.path, where[1], 0, None,
+                                              status))
+        segments.sort(key=lambda row: row.offset)
         rows.append(LogFileRow(image.file_no, image.path, size, header, role,
                                sum(item.span for item in found), tuple(segments), note))
     return rows
@@ -520,18 +537,19 @@ def shutdown_line(scan: LogScan | None, rows: Sequence[LogFileRow]) -> str:
     marker = next((row for file in rows for row in file.segments if row.status == "marker"),
                   None)
     if scan.clean_shutdown and marker is not None:
+        # A marker at the end of a clean log records the chain's last position (the reader
+        # checked it).
         return (f"shutdown: clean (marker at {marker.path} offset {marker.offset:,} records "
-                f"epoch {marker.header.epoch}, commit_seq {scan.last.commit_seq})")
+                f"epoch {scan.last.epoch}, commit_seq {scan.last.commit_seq})")
     return "shutdown: not clean (no clean-shutdown marker at the end of the log)"
 
 
 def shutdown_json(scan: LogScan | None, rows: Sequence[LogFileRow]) -> dict[str, Any] | None:
     if scan is None:
         return None
-    marker = next((row for file in rows for row in file.segments if row.status == "marker"),
-                  None)
-    clean = scan.clean_shutdown and marker is not None
-    return {"clean": clean, "epoch": marker.header.epoch if clean and marker else None,
+    clean = scan.clean_shutdown and any(
+        row.status == "marker" for file in rows for row in file.segments)
+    return {"clean": clean, "epoch": scan.last.epoch if clean else None,
             "commit_seq": scan.last.commit_seq if clean else None}
 
 

@@ -318,7 +318,8 @@ def read(*logs: LogImage) -> RecoveryResult:
 
 
 def statuses(rows: Sequence[LogFileRow]) -> list[tuple[int, int, str]]:
-    return [(row.file_no, row.header.epoch, row.status) for file in rows for row in file.segments]
+    return [(row.file_no, row.header.epoch if row.header else 0, row.status)
+            for file in rows for row in file.segments]
 
 
 def test_file_segments_steps_over_torn_blocks_and_an_earlier_lifes_segments() -> None:
@@ -430,3 +431,25 @@ def test_dump_lines_of_a_format_2_segment_name_its_file_offset_and_acked_epoch()
     assert lines[1].startswith("epoch 2, prev_epoch 1, commit_seq 2..2, 2 records, 1 lane, ")
     assert lines[1].endswith(f", {128 + segment.header.body_length:,} bytes, acked_epoch 1")
     assert int(lines[3].split()[0]) == offset + 128  # records at file offsets
+
+
+@pytest.mark.parametrize(("later", "status"), [(False, "torn"), (True, "damaged")])
+def test_where_no_header_can_be_read_the_tail_or_the_damage_still_gets_a_row(
+    later: bool, status: str
+) -> None:
+    log = LogImage(1)
+    log.segment()
+    bad = log.segment()
+    if later:
+        log.segment()  # records epoch 2 as acknowledged: its loss is damage
+    log.data[bad + 3] ^= 0x01  # the header's magic
+    result = read(log)
+    rows = log_file_rows([log.image()], result)
+    expected = [(1, 1, "chain"), (1, 0, status)] + ([(1, 3, "after end")] if later else [])
+    assert statuses(rows) == expected
+    assert rows[0].segments[1].cells() == ("1", "?", "8,192", "?", "?", "?", "?",
+                                           f"{status} (header unreadable)")
+    assert rows[0].segments[1].to_json()["epoch"] is None
+    if not later:
+        assert torn_tail_line(result.torn_tail).endswith(
+            "no whole segment header after the end; never acknowledged, recovery discards it")
