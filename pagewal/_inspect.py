@@ -1,9 +1,12 @@
 """Reports of the operator commands (``pagewal inspect``, ``verify``, ``dump``, ``recover``).
 
-Pure: file names, decoded headers and recovery results in; rows and printable lines out.
-Nothing here reads a file or judges a segment by itself: the verdicts come from the
-:class:`RecoveryResult` of the one validation loop recovery uses, and header fields from the
-codec's decoder, so a tool can never see a log differently from recovery.
+Pure: file names, file bytes, decoded headers and recovery results in; rows and printable
+lines out. Nothing here reads a file or judges a segment by itself: the verdicts (chain, torn
+tail, damage, clean shutdown) come from the :class:`RecoveryResult` of the one validation loop
+recovery uses and its :class:`LogScan`, and header fields from the codec's decoders, so a tool
+can never see a log differently from recovery. The one thing computed here is where each
+segment header of a log file lies (:func:`file_segments`, for the table of segments per file):
+the reader keeps only the chain's segments.
 """
 
 from __future__ import annotations
