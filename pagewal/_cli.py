@@ -40,16 +40,29 @@ from ._errors import (
 from ._fs import OsFileSystem, not_a_regular_file
 from ._inspect import (
     InspectReport,
+    LogFileImageOrError,
     SegmentFile,
     dump_lines,
     epoch_ranges,
+    file_segments,
+    log_file_rows,
     rebuild_lines,
     recovery_lines,
     segment_rows,
     unreadable_log_report,
     verify_report,
 )
-from ._layout import CheckpointRecord, LogFiles, LogListing, databases_with_logs, list_log_files
+from ._layout import (
+    CheckpointRecord,
+    FileState,
+    LogFiles,
+    LogListing,
+    ShutdownMarker,
+    databases_with_logs,
+    decode_file_header,
+    decode_segment_v2,
+    list_log_files,
+)
 from ._pager import WalPager
 from ._progress import progress_bar
 from ._recovery import read_log, rebuild_checkpoint, recover, survey_log
@@ -132,13 +145,18 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     path_help = "the database path; its log files lie beside it (as for Wal.open)"
     inspect = commands.add_parser(
-        "inspect", help="list a log's segments, their chain status, checkpoint and stray files")
+        "inspect", help="list a log's files and segments, their chain status, the torn tail, "
+        "the clean-shutdown marker, the checkpoint and stray files")
     inspect.add_argument("path", help=path_help)
+    inspect.add_argument("--json", action="store_true", help="print a machine-readable report")
     verify = commands.add_parser(
-        "verify", help="validate a log read-only; exit 0 if valid, 1 if corrupt, 2 on errors")
+        "verify", help="validate a log read-only; exit 0 if valid (a torn tail of epochs never "
+        "acknowledged is reported, and is not damage), 1 if corrupt, 2 on errors")
     verify.add_argument("path", help=path_help)
     verify.add_argument("--json", action="store_true", help="print a machine-readable report")
-    dump = commands.add_parser("dump", help="print the records of one segment in file order")
+    dump = commands.add_parser(
+        "dump", help="print the records of one segment in file order (found in its log file, "
+        "or its format 1 segment file)")
     dump.add_argument("path", help=path_help)
     dump.add_argument("--epoch", type=_epoch, required=True, help="the segment's epoch")
     recover_command = commands.add_parser(
@@ -315,6 +333,18 @@ def _inspect(args: argparse.Namespace) -> int:
             except CorruptSegmentError as error:
                 header = error
             segments.append(SegmentFile(epoch, path, len(data), header))
+        images: list[LogFileImageOrError] = []
+        for file_no, name in listing.log_files:
+            path = files.path(name)
+            try:
+                what = not_a_regular_file(fs, path)
+                images.append(LogFileImageOrError(path, file_no, what if what is not None
+                                                  else fs.read_file(path)))
+            except FileNotFoundError:  # recycled or deleted meanwhile
+                continue
+            except ForeignFileError as error:
+                images.append(LogFileImageOrError(path, file_no, error.files[0][1]))
+        log_files = log_file_rows(images, chain)
         try:
             foreign = survey_log(files, fs, sorted(fs.listdir(files.directory))).foreign
         except ForeignFileError as error:
@@ -328,8 +358,14 @@ def _inspect(args: argparse.Namespace) -> int:
         rows=tuple(segment_rows(chain, segments, unchecked)),
         temporary=_sizes(files, listing.temporary), quarantined=_sizes(files, listing.quarantined),
         last=chain.last if chain else None, warnings=chain.warnings if chain else (),
-        foreign=tuple((os.path.basename(path), what) for path, what in foreign))
-    _print_lines(report.lines())
+        foreign=tuple((os.path.basename(path), what) for path, what in foreign),
+        log_files=tuple(log_files), scan=chain.log_scan if chain else None,
+        damage=(chain.log_scan.skipped[0] if chain and chain.log_scan and chain.log_scan.skipped
+                else None))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_lines(report.lines())
     return 0
 
 
@@ -378,15 +414,41 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _dump(args: argparse.Namespace) -> int:
     files, listing = _find_log(args.path)
+    fs = OsFileSystem()
     epochs = [epoch for epoch, _ in listing.segments]
-    if args.epoch not in epochs:
-        raise UsageError(
-            f"no segment of epoch {args.epoch} beside {files.path(files.db_name)} "
-            f"(segments: {epoch_ranges(epochs) or 'none'})")
-    path = files.segment_path(args.epoch)
-    segment = decode_segment(OsFileSystem().read_file(path), path, expected_epoch=args.epoch)
-    _print_lines(dump_lines(segment))
-    return 0
+    if args.epoch in epochs:  # a format 1 segment file of its own
+        path = files.segment_path(args.epoch)
+        segment = decode_segment(fs.read_file(path), path, expected_epoch=args.epoch)
+        _print_lines(dump_lines(segment))
+        return 0
+    # Newest file first: should an earlier life's or a discarded tail's segment carry the
+    # same epoch, the one a later file holds is the one the chain went on with.
+    for file_no, name in reversed(listing.log_files):
+        path = files.path(name)
+        if not_a_regular_file(fs, path) is not None:
+            continue
+        try:
+            data = fs.read_file(path)
+        except FileNotFoundError:  # recycled or deleted meanwhile
+            continue
+        try:
+            header = decode_file_header(data, path)
+        except CorruptSegmentError:
+            continue
+        if header.state is not FileState.ACTIVE or header.file_no != file_no:
+            continue  # a spare: whatever it holds is not this file's
+        for item in file_segments(data, path, header):
+            if not isinstance(item.header, SegmentHeader):
+                continue
+            epochs.append(item.header.epoch)
+            if item.header.epoch == args.epoch:
+                found = decode_segment_v2(data, path, item.offset, header)
+                assert not isinstance(found, ShutdownMarker)
+                _print_lines(dump_lines(found, item.offset))
+                return 0
+    raise UsageError(
+        f"no segment of epoch {args.epoch} beside {files.path(files.db_name)} "
+        f"(segments: {epoch_ranges(epochs) or 'none'})")
 
 
 def _recover(args: argparse.Namespace) -> int:

@@ -15,10 +15,17 @@ from pathlib import Path
 import crc32c
 import pytest
 
-from pagewal import CorruptSegmentError, LogLockedError, Wal, WalConfig, recover
+from pagewal import CorruptSegmentError, LogLockedError, SegmentHeader, Wal, WalConfig, recover
 from pagewal import _cli as cli
 from pagewal._cli import main
+from pagewal._codec import encode_commits, make_commit
 from pagewal._demo import run_demo
+from pagewal._inspect import file_segments
+from pagewal._layout import (
+    decode_file_header,
+    parse_log_file_name,
+    parse_log_file_temp_name,
+)
 
 
 def test_demo_runs_transactions_checkpoints_reopens_and_verifies_every_page(
@@ -164,7 +171,7 @@ def test_crash_test_self_check_catches_every_broken_log_with_progress_on_a_termi
 
 # --------------------------------------------------------------------------- operator commands
 
-FAST = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off")
+FAST = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off", log_file_bytes=64 << 10)
 
 
 @dataclass(frozen=True)
@@ -176,20 +183,57 @@ class Committed:
     txn_id: int
 
 
+def commit_pages(wal: Wal, k: int) -> Committed:
+    pages = [(k % 3, bytes([k % 256]) * (50 + k)), (100 + k, f"new {k}".encode())]
+    size = None if k % 2 else 10 + k
+    ticket = wal.commit(pages, db_size_pages=size, txn_id=1000 + k)
+    return Committed(ticket.commit_seq, ticket.epoch, pages, size, 1000 + k)
+
+
 def build_log(db: Path, count: int, start: int = 0) -> list[Committed]:
-    """``count`` durable commits, one segment each (epochs follow the log's last one)."""
-    committed = []
+    """``count`` durable commits, one segment each (epochs follow the log's last one), then a
+    clean close."""
     with Wal.open(db, FAST) as wal:
-        for k in range(start, start + count):
-            pages = [(k % 3, bytes([k % 256]) * (50 + k)), (100 + k, f"new {k}".encode())]
-            size = None if k % 2 else 10 + k
-            ticket = wal.commit(pages, db_size_pages=size, txn_id=1000 + k)
-            committed.append(Committed(ticket.commit_seq, ticket.epoch, pages, size, 1000 + k))
+        return [commit_pages(wal, k) for k in range(start, start + count)]
+
+
+def crashed_log(db: Path, count: int) -> list[Committed]:
+    """``count`` durable commits, and the log's files as a crash would leave them: copied to
+    ``db``'s directory while the log was still open (no clean-shutdown marker)."""
+    live = db.parent / "live" / db.name
+    live.parent.mkdir()
+    with Wal.open(live, FAST) as wal:
+        committed = [commit_pages(wal, k) for k in range(count)]
+        for path in live.parent.iterdir():
+            if path.name != f"{db.name}-wal-lock":
+                (db.parent / path.name).write_bytes(path.read_bytes())
     return committed
 
 
+def log_path(db: Path, file_no: int = 1) -> Path:
+    return db.with_name(f"{db.name}-wal-{file_no:016x}")
+
+
 def seg_path(db: Path, epoch: int) -> Path:
+    """A format 1 segment file's name."""
     return db.with_name(f"{db.name}-wal-seg-{epoch:016x}")
+
+
+def segment_at(db: Path, epoch: int) -> tuple[Path, int]:
+    """The log file holding ``epoch``'s segment and its offset there."""
+    for file_no in range(1, 16):
+        path = log_path(db, file_no)
+        if not path.exists():
+            continue
+        data = path.read_bytes()
+        try:
+            header = decode_file_header(data, str(path))
+        except CorruptSegmentError:
+            continue
+        for item in file_segments(data, str(path), header):
+            if isinstance(item.header, SegmentHeader) and item.header.epoch == epoch:
+                return path, item.offset
+    raise AssertionError(f"no segment of epoch {epoch}")
 
 
 def flip(path: Path, offset: int) -> None:
@@ -198,8 +242,15 @@ def flip(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
+def flip_body(db: Path, epoch: int) -> tuple[Path, int]:
+    """Flip a byte inside ``epoch``'s first record image: its header stays good."""
+    path, offset = segment_at(db, epoch)
+    flip(path, offset + 128 + 40)
+    return path, offset
+
+
 def snapshot(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in directory.iterdir()}
+    return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
@@ -209,9 +260,24 @@ def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, st
 
 
 def table_rows(out: str) -> dict[int, str]:
-    """inspect's segment rows by epoch (the lines that start with an epoch number)."""
+    """inspect's format 1 segment rows by epoch (unindented lines that start with a number)."""
     return {int(line.split()[0]): line for line in out.splitlines()
             if line.split() and line.split()[0].isdigit()}
+
+
+def table(out: str, title: str) -> list[dict[str, str]]:
+    """The rows of the indented table under ``title`` in inspect's output, by heading (the
+    last column takes the rest of the line)."""
+    lines = out.splitlines()
+    start = lines.index(title) + 1
+    headings = lines[start].split()
+    rows = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        cells = line.split(None, len(headings) - 1)
+        rows.append(dict(zip(headings, cells, strict=False)))
+    return rows
 
 
 def expected_error(db: Path) -> CorruptSegmentError:
@@ -220,7 +286,7 @@ def expected_error(db: Path) -> CorruptSegmentError:
     return raised.value
 
 
-def test_inspect_shows_every_epoch_and_the_checkpoint(
+def test_inspect_of_a_cleanly_closed_log_shows_its_files_segments_and_marker(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "app.db"
@@ -232,40 +298,128 @@ def test_inspect_shows_every_epoch_and_the_checkpoint(
 
     assert (code, err) == (0, "")
     assert "checkpoint: epoch 3, commit_seq 3" in out
-    rows = table_rows(out)
-    assert sorted(rows) == [c.epoch for c in later] == [4, 5, 6]
-    for c in later:
-        fields = rows[c.epoch].split()
-        assert fields[1] == f"{c.commit_seq}..{c.commit_seq}"
-        assert fields[2] == "2"  # records
-        assert int(fields[3].replace(",", "")) == seg_path(db, c.epoch).stat().st_size
-        assert fields[-1] == "ok"
+    files = table(out, "log files:")
+    chain_files = [row for row in files if row["role"] == "chain"]
+    assert len(chain_files) == 1 and chain_files[0]["state"] == "ACTIVE"
+    assert all(row["role"] == "spare" and row["state"] == "READY"
+               for row in files if row is not chain_files[0])
+    assert chain_files[0]["capacity"] == f"{64 << 10:,}"
+    segments = table(out, "segments:")
+    chained = [row for row in segments if row["status"] == "chain"]
+    assert [int(row["epoch"]) for row in chained] == [c.epoch for c in later] == [4, 5, 6]
+    for row, c in zip(chained, later, strict=True):
+        path, offset = segment_at(db, c.epoch)
+        assert row["file"] == chain_files[0]["file"] and path == log_path(db, int(row["file"]))
+        assert int(row["offset"].replace(",", "")) == offset
+        assert row["commit_seq"] == f"{c.commit_seq}..{c.commit_seq}"
+        assert (row["records"], row["acked"], row["span"]) == ("2", str(c.epoch - 1), "4,096")
+    assert int(chain_files[0]["fill"].replace(",", "")) == 4096 * len(segments)
+    marker = segments[-1]
+    assert (marker["epoch"], marker["status"]) == ("6", "marker")
+    assert "torn tail: none" in out
+    file_no = int(chain_files[0]["file"])
+    assert f"shutdown: clean (marker at {log_path(db, file_no)} offset" in out
+    assert "records epoch 6, commit_seq 6)" in out
     assert "ends at epoch 6, commit_seq 6" in out
 
 
-def test_inspect_lists_a_corrupt_segment_with_its_header_and_stray_files_read_only(
+def test_inspect_of_a_crashed_log_says_it_was_not_closed_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    crashed_log(db, 3)
+    code, out, _ = run(capsys, "inspect", db)
+    assert code == 0
+    segments = table(out, "segments:")
+    assert [(row["epoch"], row["status"]) for row in segments] == [
+        ("1", "chain"), ("2", "chain"), ("3", "chain")]
+    assert "torn tail: none" in out
+    assert "shutdown: not clean (no clean-shutdown marker at the end of the log)" in out
+    code, out, err = run(capsys, "verify", db)
+    assert (code, err) == (0, "")
+    assert out.startswith(f"{db}: valid: 3 segments")
+
+
+def test_a_torn_tail_is_reported_by_inspect_and_verify_and_is_not_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    crashed_log(db, 4)
+    path, offset = flip_body(db, 4)  # the newest epoch, which no later segment vouches for
+    before = snapshot(tmp_path)
+
+    code, out, _ = run(capsys, "inspect", db)
+    assert code == 0
+    segments = table(out, "segments:")
+    assert [(row["epoch"], row["status"]) for row in segments][-2:] == [
+        ("3", "chain"), ("4", "after end")]
+    assert (f"torn tail: {path} offset {offset:,}, 4,096 bytes, highest epoch seen 4 "
+            "(1 segment header after the end); never acknowledged, recovery discards it") in out
+    assert "ends at epoch 3, commit_seq 3" in out
+
+    code, out, err = run(capsys, "verify", db)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{db}: valid: 3 segments")
+    assert lines[1].startswith(f"torn tail: {path} offset {offset:,}")
+
+    code, out, _ = run(capsys, "verify", db, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["valid"] and report["error"] is None
+    assert report["torn_tail"] == {"path": str(path), "offset": offset, "length": 4096,
+                                   "highest_epoch": 4, "segments": 1}
+    assert report["clean_shutdown"] is False
+    assert snapshot(tmp_path) == before
+
+
+def test_inspect_shows_damage_proven_by_later_segments_read_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "app.db"
     build_log(db, 4)
-    flip(seg_path(db, 2), 64 + 40)  # inside the first record's image: the header stays good
+    path, offset = flip_body(db, 2)  # epochs 3 and 4 record epoch 2 as acknowledged
     error = expected_error(db)
-    Path(f"{seg_path(db, 5)}.tmp").write_bytes(b"half a segment")
+    assert (Path(error.path), error.offset) == (path, offset)
+    Path(f"{log_path(db, 9)}.tmp").write_bytes(b"half a log file")
     Path(f"{seg_path(db, 1)}.corrupt").write_bytes(b"set aside earlier")
     before = snapshot(tmp_path)
 
     code, out, _ = run(capsys, "inspect", db)
 
     assert code == 0
-    rows = table_rows(out)
-    assert sorted(rows) == [1, 2, 3, 4]
-    assert rows[1].endswith(" ok")
-    assert "2..2" in rows[2]
-    assert rows[2].endswith(f"corrupt: offset {error.offset}: {error.reason}")
-    assert rows[3].endswith("follows corrupt") and rows[4].endswith("follows corrupt")
-    assert f"{seg_path(db, 5).name}.tmp (14 bytes)" in out
+    segments = table(out, "segments:")
+    assert [(row["epoch"], row["status"]) for row in segments] == [
+        ("1", "chain"), ("2", "damaged"), ("3", "after end"), ("4", "after end"),
+        ("4", "marker after end")]
+    assert f"damage: {path} offset {offset:,}: {error.reason}" in out
+    assert "torn tail:" not in out
+    assert "chain: 1 of 4 segments valid" in out and "ends at epoch 1, commit_seq 1" in out
+    assert f"{log_path(db, 9).name}.tmp (15 bytes)" in out
     assert f"{seg_path(db, 1).name}.corrupt (17 bytes)" in out
     assert snapshot(tmp_path) == before
+
+
+def test_inspect_json_has_the_files_segments_tail_and_shutdown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    committed = build_log(db, 2)
+    code, out, _ = run(capsys, "inspect", db, "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["checkpoint"] is None and report["damage"] is None
+    assert report["torn_tail"] is None
+    assert report["shutdown"] == {"clean": True, "epoch": 2, "commit_seq": 2}
+    assert report["last"] == {"epoch": 2, "commit_seq": 2}
+    chain = [file for file in report["log_files"] if file["role"] == "chain"]
+    assert len(chain) == 1 and chain[0]["state"] == "ACTIVE"
+    assert chain[0]["capacity"] == 64 << 10 and chain[0]["fill"] == 3 * 4096
+    segments = chain[0]["segments"]
+    assert [(s["epoch"], s["marker"], s["status"]) for s in segments] == [
+        (1, False, "chain"), (2, False, "chain"), (2, True, "marker")]
+    assert segments[1]["commit_seq"] == [committed[1].commit_seq] * 2
+    assert (segments[1]["records"], segments[1]["acked_epoch"]) == (2, 1)
+    assert segments[1]["offset"] == segment_at(db, 2)[1]
 
 
 def test_verify_a_good_log_exits_0_and_prints_no_progress_off_a_terminal(
@@ -273,11 +427,12 @@ def test_verify_a_good_log_exits_0_and_prints_no_progress_off_a_terminal(
 ) -> None:
     db = tmp_path / "app.db"
     build_log(db, 5)
+    stored = recover(db).bytes_read  # headers and bodies, not the padding
     code, out, err = run(capsys, "verify", db)
     assert code == 0
     assert err == ""  # no progress bar: stderr is not a terminal
     assert out == (f"{db}: valid: 5 segments, 10 records, 5 commits (commit_seq 1..5), "
-                   f"{sum(seg_path(db, e).stat().st_size for e in range(1, 6)):,} bytes\n")
+                   f"{stored:,} bytes\n")
 
 
 def test_verify_json_matches_what_recovery_reads(
@@ -294,45 +449,31 @@ def test_verify_json_matches_what_recovery_reads(
         "records": int(result.records.size), "commits": result.commit_count,
         "bytes": result.bytes_read, "checkpoint": {"epoch": 0, "commit_seq": 0},
         "last": {"epoch": 4, "commit_seq": 4}, "unusable_segments": 0, "error": None,
-        "page_size": 0, "warnings": [],
+        "page_size": 0, "warnings": [], "torn_tail": None, "clean_shutdown": True,
     }
 
 
-def test_verify_a_bit_flipped_segment_exits_1_naming_the_file_and_offset(
+def test_verify_damage_exits_1_naming_the_file_offset_and_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "app.db"
     build_log(db, 5)
-    flip(seg_path(db, 3), 120)
+    path, offset = flip_body(db, 3)
     error = expected_error(db)
-    assert Path(error.path) == seg_path(db, 3)
+    assert (Path(error.path), error.offset) == (path, offset)
+    assert "acknowledged" in error.reason
 
     code, out, err = run(capsys, "verify", db)
     assert code == 1
-    assert err == f"pagewal: error: {seg_path(db, 3)}: corrupt at offset {error.offset}: " \
-                  f"{error.reason}\n"
-    assert "valid prefix: 2 segments" in out and "3 segments from the first bad one" in out
+    assert err == f"pagewal: error: {path}: corrupt at offset {offset}: {error.reason}\n"
+    assert "valid prefix: 2 segments" in out and "torn tail" not in out
 
     code, out, _ = run(capsys, "verify", db, "--json")
     report = json.loads(out)
-    assert code == 1 and report["valid"] is False
-    assert report["error"] == {"path": str(seg_path(db, 3)), "offset": error.offset,
-                               "reason": error.reason}
-    assert (report["segments"], report["commits"], report["unusable_segments"]) == (2, 2, 3)
-
-
-def test_verify_a_missing_middle_segment_exits_1_as_a_broken_chain(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    db = tmp_path / "app.db"
-    build_log(db, 5)
-    seg_path(db, 3).unlink()
-    code, _, err = run(capsys, "verify", db)
-    assert code == 1
-    assert err.count("\n") == 1
-    assert f"{seg_path(db, 4)}: corrupt at offset 40: chain broken" in err
-    code, out, _ = run(capsys, "inspect", db)
-    assert table_rows(out)[4].split()[-1] != "ok" and "broken: offset 40" in table_rows(out)[4]
+    assert code == 1 and report["valid"] is False and report["torn_tail"] is None
+    assert report["error"] == {"path": str(path), "offset": offset, "reason": error.reason}
+    assert (report["segments"], report["commits"]) == (2, 2)
+    assert report["unusable_segments"] >= 3  # the damaged epoch and the two after it
 
 
 def test_verify_exit_statuses_and_one_line_errors_as_a_process(tmp_path: Path) -> None:
@@ -348,7 +489,7 @@ def test_verify_exit_statuses_and_one_line_errors_as_a_process(tmp_path: Path) -
     missing = verify(tmp_path / "nowhere" / "app.db")
     assert missing.returncode == 2
     assert missing.stderr == f"pagewal: error: no such directory: {tmp_path / 'nowhere'}\n"
-    flip(seg_path(db, 2), 100)
+    flip_body(db, 2)
     corrupt = verify(db)
     assert corrupt.returncode == 1
     assert corrupt.stderr.startswith("pagewal: error: ") and corrupt.stderr.count("\n") == 1
@@ -361,13 +502,16 @@ def test_verify_is_read_only_beside_a_live_writer(
     db = tmp_path / "app.db"
     with Wal.open(db, FAST) as wal:
         wal.commit({1: b"live"})
-        in_flight = Path(f"{seg_path(db, 99)}.tmp")
-        in_flight.write_bytes(b"a segment being written")
-        before = snapshot(tmp_path)
+        in_flight = Path(f"{log_path(db, 99)}.tmp")
+        in_flight.write_bytes(b"a log file being created")
+        # The writer's own log files are left out: its pool may create, fill or rename
+        # them meanwhile.
+        own = {name for name in snapshot(tmp_path) if name != in_flight.name and (
+            parse_log_file_name(db.name, name) or parse_log_file_temp_name(db.name, name))}
+        before = {name: data for name, data in snapshot(tmp_path).items() if name not in own}
+        assert in_flight.name in before and "app.db-wal-lock" in before
         assert run(capsys, "verify", db)[0] == 0
-        # Nothing removed or changed (the writer's own background thread may add the next
-        # epochs' temporary files meanwhile).
-        assert before.items() <= snapshot(tmp_path).items()
+        assert before.items() <= snapshot(tmp_path).items()  # nothing removed or changed
         wal.commit({2: b"still writing"})
     (tmp_path / "app.db-wal-lock").unlink()
     before = snapshot(tmp_path)
@@ -394,7 +538,7 @@ def test_dump_lists_exactly_the_records_committed_in_the_epoch(
     db = tmp_path / "app.db"
     build_log(db, 1)
     # A long interval: nothing seals until flush(), so these commits share epoch 2.
-    config = WalConfig(lanes=1, epoch_interval_ms=60_000, fsync="off")
+    config = WalConfig(lanes=1, epoch_interval_ms=60_000, fsync="off", log_file_bytes=64 << 10)
     commits = [([(5, b"five" * 10), (6, b"six")], 40, 77), ([(5, b"again")], None, 0),
                ([(9, b"n" * 700)], 41, 2**64 - 1)]
     with Wal.open(db, config) as wal:
@@ -402,11 +546,15 @@ def test_dump_lists_exactly_the_records_committed_in_the_epoch(
                    for pages, size, txn in commits]
         wal.flush(timeout=30)
     assert {t.epoch for t in tickets} == {2}
+    path, offset = segment_at(db, 2)
 
     code, out, _ = run(capsys, "dump", db, "--epoch", 2)
 
     assert code == 0
     lines = out.splitlines()
+    assert lines[0].startswith(f"segment {path} offset {offset:,} (file_no ")
+    assert lines[1].startswith("epoch 2, prev_epoch 1, commit_seq 2..4, 4 records")
+    assert lines[1].endswith(", acked_epoch 1")
     assert lines[2].split() == ["offset", "commit_seq", "txn_id", "page_no", "image_len",
                                 "crc32c", "lane", "commit", "db_size_pages"]
     rows = [line.split() for line in lines[3:]]
@@ -416,12 +564,13 @@ def test_dump_lists_exactly_the_records_committed_in_the_epoch(
         for ticket, (pages, size, txn) in zip(tickets, commits, strict=True)
         for index, (page_no, image) in enumerate(pages)]
     assert [row[1:5] + row[6:] for row in rows] == expected
-    data = seg_path(db, 2).read_bytes()
+    data = path.read_bytes()
     for row in rows:  # the CRC shown is the one stored after the record, and it is right
-        offset = int(row[0])
-        end = offset + 4 + int.from_bytes(data[offset : offset + 4], "little")
+        record = int(row[0])  # a file offset, inside the segment
+        assert offset + 128 <= record < offset + 4096
+        end = record + 4 + int.from_bytes(data[record : record + 4], "little")
         assert int(row[5], 16) == int.from_bytes(data[end - 4 : end], "little")
-        assert int(row[5], 16) == crc32c.crc32c(data[offset + 4 : end - 4])
+        assert int(row[5], 16) == crc32c.crc32c(data[record + 4 : end - 4])
 
 
 def test_dump_of_a_missing_epoch_exits_2_and_of_a_corrupt_segment_exits_1(
@@ -432,10 +581,11 @@ def test_dump_of_a_missing_epoch_exits_2_and_of_a_corrupt_segment_exits_1(
     code, _, err = run(capsys, "dump", db, "--epoch", 7)
     assert code == 2
     assert err == f"pagewal: error: no segment of epoch 7 beside {db} (segments: 1..3)\n"
-    flip(seg_path(db, 2), 100)
+    path, offset = flip_body(db, 2)
     code, _, err = run(capsys, "dump", db, "--epoch", 2)
     assert code == 1
-    assert f"{seg_path(db, 2)}: corrupt at offset" in err and err.count("\n") == 1
+    assert err == f"pagewal: error: {path}: corrupt at offset {offset + 120}: body checksum " \
+                  "mismatch\n"
 
 
 def test_recover_skip_corrupt_reports_the_skipped_segments(
@@ -443,7 +593,7 @@ def test_recover_skip_corrupt_reports_the_skipped_segments(
 ) -> None:
     db = tmp_path / "app.db"
     build_log(db, 4)
-    flip(seg_path(db, 3), 100)
+    path, offset = flip_body(db, 3)
     error = expected_error(db)
 
     code, _, err = run(capsys, "recover", db)
@@ -453,9 +603,91 @@ def test_recover_skip_corrupt_reports_the_skipped_segments(
     code, out, _ = run(capsys, "recover", db, "--skip-corrupt")
     assert code == 0
     assert "commits: 2 (commit_seq 1..2)" in out
-    assert "skipped 2 segments" in out
-    assert f"  {seg_path(db, 3)}: offset {error.offset}: {error.reason}\n" in out
-    assert f"  {seg_path(db, 4)}: follows a corrupt segment in the chain\n" in out
+    assert f"  {path}: offset {offset}: {error.reason}\n" in out
+    assert f"  {path}: after the damaged end of the log (epoch 4)\n" in out
+
+
+# --------------------------------------------------------------------------- format 1 logs
+
+
+def write_v1_log(db: Path, epochs: int, first_epoch: int = 1) -> None:
+    """A format 1 log as pagewal 0.1 left it: one segment file per epoch (epoch ``e`` holds
+    commits ``2e - 1`` and ``2e``), no checkpoint."""
+    for epoch in range(first_epoch, epochs + 1):
+        first = 2 * epoch - 1
+        triples = [(seq, seq % 2, make_commit({seq: bytes([seq]) * 60}))
+                   for seq in (first, first + 1)]
+        triples.sort(key=lambda triple: triple[1])
+        body = encode_commits(triples)
+        header = SegmentHeader(epoch=epoch, record_count=2, lane_count=2, commit_seq_lo=first,
+                               commit_seq_hi=first + 1, prev_epoch=epoch - 1,
+                               body_length=len(body))
+        seg_path(db, epoch).write_bytes(header.encode() + bytes(body))
+
+
+def test_inspect_and_verify_read_a_format_1_log_as_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    write_v1_log(db, 3)
+    code, out, _ = run(capsys, "inspect", db)
+    assert code == 0
+    rows = table_rows(out)
+    assert sorted(rows) == [1, 2, 3]
+    for epoch, row in rows.items():
+        fields = row.split()
+        assert fields[1] == f"{2 * epoch - 1}..{2 * epoch}" and fields[2] == "2"
+        assert int(fields[3].replace(",", "")) == seg_path(db, epoch).stat().st_size
+        assert fields[-1] == "ok"
+    assert "log files:" not in out
+    assert "ends at epoch 3, commit_seq 6" in out
+    code, out, _ = run(capsys, "verify", db)
+    size = sum(seg_path(db, epoch).stat().st_size for epoch in (1, 2, 3))
+    assert (code, out) == (0, f"{db}: valid: 3 segments, 6 records, 6 commits "
+                              f"(commit_seq 1..6), {size:,} bytes\n")
+
+
+def test_a_format_1_bit_flip_and_missing_segment_are_reported_as_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    write_v1_log(db, 5)
+    flip(seg_path(db, 3), 120)
+    error = expected_error(db)
+    assert Path(error.path) == seg_path(db, 3)
+    code, out, err = run(capsys, "verify", db)
+    assert code == 1
+    assert err == f"pagewal: error: {seg_path(db, 3)}: corrupt at offset {error.offset}: " \
+                  f"{error.reason}\n"
+    assert "valid prefix: 2 segments" in out and "3 segments from the first bad one" in out
+    code, out, _ = run(capsys, "inspect", db)
+    rows = table_rows(out)
+    assert rows[3].endswith(f"corrupt: offset {error.offset}: {error.reason}")
+    assert rows[4].endswith("follows corrupt") and rows[5].endswith("follows corrupt")
+    code, _, err = run(capsys, "dump", db, "--epoch", 3)
+    assert code == 1 and f"{seg_path(db, 3)}: corrupt at offset" in err
+
+    flip(seg_path(db, 3), 120)  # whole again
+    seg_path(db, 3).unlink()
+    code, _, err = run(capsys, "verify", db)
+    assert code == 1 and err.count("\n") == 1
+    assert f"{seg_path(db, 4)}: corrupt at offset 40: chain broken" in err
+    code, out, _ = run(capsys, "inspect", db)
+    assert "broken: offset 40" in table_rows(out)[4]
+
+
+def test_dump_of_a_format_1_segment_reads_its_own_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    write_v1_log(db, 2)
+    code, out, _ = run(capsys, "dump", db, "--epoch", 2)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"segment {seg_path(db, 2)}"
+    assert lines[1] == ("epoch 2, prev_epoch 1, commit_seq 3..4, 2 records, 2 lanes, parallel "
+                        f"path, {seg_path(db, 2).stat().st_size:,} bytes")
+    assert [line.split()[1:4] for line in lines[3:]] == [["4", "0", "4"], ["3", "0", "3"]]
 
 
 def test_recover_removes_leftover_temporary_files_and_lists_them(
@@ -518,7 +750,7 @@ def test_progress_is_drawn_on_a_terminal_with_output_kept_whole(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "app.db"
-    build_log(db, 3)
+    write_v1_log(db, 3)  # the reader of format 2 log files draws no progress of its own
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     assert main(["verify", str(db)]) == 0
@@ -630,7 +862,7 @@ def checkpoint_file(db: Path) -> Path:
     return db.with_name(f"{db.name}-wal-checkpoint")
 
 
-def test_recover_rebuild_checkpoint_prints_what_it_wrote_and_why_after_a_lost_record(
+def test_recover_rebuild_checkpoint_records_where_the_log_files_continue_from(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "app.db"
@@ -642,17 +874,39 @@ def test_recover_rebuild_checkpoint_prints_what_it_wrote_and_why_after_a_lost_re
     code, out, err = run(capsys, "recover", db)
     assert (code, out) == (1, "")
     assert err.count("\n") == 1
-    assert f"pagewal recover {db} --rebuild-checkpoint" in err
-    assert "epoch 2, commit_seq 2" in err and "--skip-corrupt" not in err
+    # The log file's header says where it continues from: the command to run names it.
+    command = f"pagewal recover {db} --rebuild-checkpoint --epoch 2 --commit-seq 2"
+    assert command in err and "--skip-corrupt" not in err
 
-    code, out, err = run(capsys, "recover", db, "--rebuild-checkpoint", "--page-size", "4096")
+    code, out, err = run(capsys, *command.split()[1:], "--page-size", "4096")
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0] == (f"checkpoint rebuilt: {checkpoint_file(db)} now records epoch 2, "
                         "commit_seq 2, page size 4096")
-    assert lines[1].startswith("  why: the record was missing; segment ")
     assert f"recovered {db}" in out and "commits: 2 (commit_seq 3..4)" in out
     assert recover(db).last.commit_seq == later[-1].commit_seq
+
+
+def test_recover_rebuild_checkpoint_of_format_1_segments_takes_the_first_ones_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    write_v1_log(db, 3, first_epoch=2)  # the record of epoch 1, commit_seq 2 was lost
+
+    code, out, err = run(capsys, "recover", db)
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1
+    assert f"pagewal recover {db} --rebuild-checkpoint" in err
+    assert "epoch 1, commit_seq 2" in err and "--skip-corrupt" not in err
+
+    code, out, err = run(capsys, "recover", db, "--rebuild-checkpoint", "--page-size", "4096")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == (f"checkpoint rebuilt: {checkpoint_file(db)} now records epoch 1, "
+                        "commit_seq 2, page size 4096")
+    assert lines[1].startswith("  why: the record was missing; segment ")
+    assert f"recovered {db}" in out and "commits: 4 (commit_seq 3..6)" in out
+    assert recover(db).last.commit_seq == 6
 
 
 def test_recover_rebuild_checkpoint_without_segments_needs_epoch_and_commit_seq(
@@ -709,7 +963,11 @@ def test_inspect_of_a_log_that_lost_its_checkpoint_says_so(
     code, out, _ = run(capsys, "inspect", db)
     assert code == 0
     assert "checkpoint: lost: the checkpoint record is missing" in out
-    assert all(row.split()[-1] == "lost)" for row in table_rows(out).values())
+    assert {row["role"] for row in table(out, "log files:")} == {"unchecked"}
+    segments = table(out, "segments:")
+    assert [(row["epoch"], row["status"]) for row in segments] == [
+        ("3", "unchecked"), ("4", "unchecked"), ("4", "unchecked")]
+    assert "torn tail: unknown" in out and "shutdown: unknown" in out
     code, _, err = run(capsys, "verify", db)
     assert code == 1 and "--rebuild-checkpoint" in err
 def test_ctrl_c_in_demo_closes_the_store_and_prints_one_line_without_a_traceback(
