@@ -118,9 +118,10 @@ class LogWriter:
             fs, self.spec, self.pool, durable_writes=config.fsync is FsyncMode.FULL,
             active=active, position=recovery.last, min_epoch=min_epoch,
             on_activate=self._activated)
+        self._active_known: _KnownFile | None = None  # the entry of the active file
         if active is not None:
-            self._known.append(_KnownFile(active.file_no, active.path, active.fd,
-                                          active.last_epoch))
+            self._activated(active)
+            self._known[-1].last_epoch = active.last_epoch
 
     def start(self) -> None:
         """Have a log file ready to write before the first commit (``Wal.open``): the commit
@@ -129,7 +130,8 @@ class LogWriter:
         self._files.activate()
 
     def _activated(self, file: OpenLogFile) -> None:
-        self._known.append(_KnownFile(file.file_no, file.path, file.fd, 0))
+        self._active_known = _KnownFile(file.file_no, file.path, file.fd, 0)
+        self._known.append(self._active_known)
 
     # ------------------------------------------------------------------ the interface
 
@@ -137,7 +139,9 @@ class LogWriter:
         """Reserve room for a sealed epoch's segment (epochs in seal order)."""
         placement = self._files.place(epoch, commit_seq_hi,
                                       segment_span(body_length, self.spec.alignment))
-        self._known[-1].last_epoch = epoch
+        assert self._active_known is not None and (
+            self._active_known.file_no == placement.file.file_no)
+        self._active_known.last_epoch = epoch
         return placement
 
     def header(self, placement: Placement, **fields: Any) -> SegmentHeader:
