@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from ._codec import ChainPosition
+from ._codec import MAX_POSITION, ChainPosition
 from ._fs import Buffer, FileMode, FileSystem, write_all
 from ._layout import (
     FileState,
@@ -371,7 +371,9 @@ class LogFileWriter:
             ready.header, state=FileState.ACTIVE,
             prev_file_no=0 if previous is None else previous.file_no,
             continues_from=ChainPosition(self._last_epoch, self._last_commit_seq),
-            min_epoch=self._min_epoch)
+            # A log at the end of the number range (only a crafted one) still opens: its
+            # next seal refuses to go past MAX_POSITION, so no epoch above it is written.
+            min_epoch=min(self._min_epoch, MAX_POSITION))
         write_all(self._fs, ready.fd, [header.encode()], offset=0, dsync=True)
         ready.header = header
         self._active = ready
