@@ -100,8 +100,12 @@ class LogWriter:
                         fd = fs.open_for_update(info.path)
                         ready.append(OpenLogFile(path=info.path, fd=fd, header=header,
                                                  next_offset=header.alignment))
-                    else:
+                    elif header is not None and header.log_id == log_id:
+                        # Being recycled when the process stopped (its header names its next
+                        # number): this log's own, so the next checkpoint may recycle it.
                         known.append(_KnownFile(info.file_no, info.path, None, 0))
+                    # Anything else (an unwritten header) is not provably this log's own:
+                    # never written through nor deleted.
                 elif info.role in (FileRole.DAMAGED, FileRole.FOREIGN):
                     continue  # never written through nor deleted: not provably this log's
                 elif append_at is not None and info.file_no == append_at.file_no:
@@ -109,7 +113,7 @@ class LogWriter:
                     active = OpenLogFile(path=info.path, fd=fs.open_for_update(info.path),
                                          header=info.header, next_offset=append_at.offset,
                                          last_epoch=info.last_epoch)
-                else:
+                elif info.header is not None and info.header.log_id == log_id:
                     known.append(_KnownFile(info.file_no, info.path, None, info.last_epoch))
         self.next_epoch = min_epoch
         self._known = known
