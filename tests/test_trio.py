@@ -271,7 +271,7 @@ async def test_a_submit_cancelled_while_staging_returns_its_ticket_and_the_next_
 @pytest.mark.xfail(strict=False, reason=(
     "library bug, hit when the kill lands while the pool creates a log file: the reopen's pool "
     "meets the left-over <db>-wal-<n>.tmp (O_EXCL) and Wal.open raises ForeignFileError; see "
-    "test_fs.py::test_a_log_file_a_crash_left_half_created_does_not_stop_the_pool (strict)"))
+    "test_fs.py::test_a_log_reopened_after_a_crash_during_file_creation_opens (strict)"))
 async def test_acknowledged_commits_survive_a_killed_process_and_a_fresh_open_finds_them(
     db_path: Path,
 ) -> None:
