@@ -1,10 +1,11 @@
 """The file-system seam's promise: nothing that is not the log's own is written through.
 
-Every file pagewal creates or opens for writing (segment and checkpoint temporary files, the
-pre-created temporary files, the lock file, the pager's data file) refuses a symbolic link, or
-anything else, planted at its name (:class:`ForeignFileError`, naming the path), and leaves what
-the link points at untouched. New files take the database file's permission bits. The lock file
-is checked to still be the locked file, at open and while the log runs.
+Every file pagewal creates or opens for writing (log files, which the pool creates under
+temporary names, the checkpoint's temporary file, the lock file, the pager's data file) refuses
+a symbolic link, or anything else, planted at its name (:class:`ForeignFileError`, naming the
+path), and leaves what the link points at untouched. New files take the database file's
+permission bits. The lock file is checked to still be the locked file, at open and while the
+log runs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_LOG_FILE_BYTES
 
 from pagewal import (
     BrokenLogError,
@@ -35,10 +37,17 @@ from pagewal import (
 from pagewal import _fs as fs_module
 from pagewal import _wal as wal_module
 from pagewal._codec import ChainPosition
-from pagewal._layout import TEMP_SUFFIX, checkpoint_name, decode_checkpoint, segment_name
-from pagewal._precreate import TempFilePrecreator
+from pagewal._layout import (
+    TEMP_SUFFIX,
+    checkpoint_name,
+    decode_checkpoint,
+    log_file_temp_name,
+    parse_log_file_name,
+    parse_log_file_temp_name,
+    segment_name,
+)
 
-CONFIG = WalConfig(lanes=2, epoch_interval_ms=1)
+CONFIG = WalConfig(lanes=2, epoch_interval_ms=1, log_file_bytes=SMALL_LOG_FILE_BYTES)
 VICTIM = b"precious bytes that are not the log's\n"
 PAGE = 4096
 
@@ -142,62 +151,40 @@ def test_the_seam_error_survives_pickling() -> None:
 # --------------------------------------------------------------------------- the log's names
 
 
-def test_a_symlink_at_a_segment_temp_name_breaks_the_log_and_the_victim_is_untouched(
+def test_a_symlink_at_a_log_file_temp_name_breaks_the_log_and_the_victim_is_untouched(
     db_path: Path, victim: Path
 ) -> None:
-    # Epoch 5 is beyond the pre-created files of the first epochs: the pre-creator meets the
-    # link first (and leaves it), then the publisher, whose failure breaks the log.
-    temp = db_path.parent / (segment_name(db_path.name, 5) + TEMP_SUFFIX)
+    # Open makes file 1 active and the pool makes file 2 ready; file 3 is made only once file
+    # 2 is taken. The pool meets the link there (and leaves it); the writer, needing file 3
+    # when file 2 is full, gets the pool's error and breaks the log.
+    temp = db_path.parent / log_file_temp_name(db_path.name, 3)
+    acked = 0
     with Wal.open(db_path, CONFIG) as wal:
         temp.symlink_to(victim)
-        for page in range(1, 5):
-            wal.commit({page: b"x" * 100})
         with pytest.raises(BrokenLogError) as info:
-            wal.commit({5: b"y" * 100})
+            for page in range(1, 1000):
+                wal.commit({page: b"x" * 100})
+                acked = page
         cause = info.value.__cause__
         assert isinstance(cause, ForeignFileError) and cause.path == str(temp)
         assert str(temp) in str(info.value)
+        assert wal.statistics().durable_commit_seq == acked
         with pytest.raises(BrokenLogError):
             wal.close()
+    # Two whole files of one-block segments were acknowledged before the pool's error counted.
+    blocks = SMALL_LOG_FILE_BYTES // 4096 - 1
+    assert acked == 2 * blocks
     assert temp.is_symlink()
     assert_untouched(victim)
-    # Recovery reports the link rather than deleting it (it is not the log's own) ...
+    # Recovery refuses the link at a name the log creates (it is not the log's own), naming
+    # it, and leaves it alone; moved away, every acked commit is there.
     with pytest.raises(ForeignFileError) as refused:
         recover(db_path)
-    assert refused.value.path == str(temp) and temp.is_symlink()
-    temp.unlink()  # ... and once the operator removed it, every acknowledged commit is there.
-    assert recover(db_path).last_commit_seq == 4
+    assert str(temp) in str(refused.value)
+    assert temp.is_symlink()
     assert_untouched(victim)
-
-
-def test_the_precreator_leaves_a_symlink_at_a_future_temp_name_alone(
-    tmp_path: Path, victim: Path
-) -> None:
-    refused = threading.Event()
-
-    class Watching(OsFileSystem):
-        def open_for_write(self, path: str, mode: FileMode | None = None) -> int:
-            try:
-                return super().open_for_write(path, mode)
-            except ForeignFileError:
-                refused.set()
-                raise
-
-    def path_of(epoch: int) -> str:
-        return str(tmp_path / f"seg-{epoch}.tmp")
-
-    Path(path_of(2)).symlink_to(victim)
-    precreator = TempFilePrecreator(Watching(), path_of, 1)
-    try:
-        assert refused.wait(30), "the pre-creator never tried epoch 2"
-        first = precreator.take(1)
-        assert first is not None
-        os.close(first)
-        assert precreator.take(2) is None
-    finally:
-        precreator.close()
-    assert Path(path_of(2)).is_symlink()
-    assert_untouched(victim)
+    temp.unlink()
+    assert recover(db_path).last_commit_seq == acked
 
 
 def test_temp_files_a_crash_left_are_removed_before_the_log_creates_its_own(
@@ -219,6 +206,52 @@ def test_temp_files_a_crash_left_are_removed_before_the_log_creates_its_own(
     result = recover(db_path)
     assert result.last_commit_seq == 3
     assert result.page_images() == {1: b"a" * 10, 2: b"b" * 10, 3: b"c" * 10}
+
+
+def test_a_log_file_a_crash_left_half_created_does_not_stop_the_pool(db_path: Path) -> None:
+    # A kill -9 while the pool was filling a new log file leaves its temporary file; the log
+    # reopened must still be able to make that many files ready (the commit path needs them).
+    with Wal.open(db_path, CONFIG) as wal:
+        wal.commit({1: b"a" * 10})
+    numbers = [n for name in os.listdir(db_path.parent)
+               if (n := parse_log_file_name(db_path.name, name)) is not None]
+    leftover = db_path.parent / log_file_temp_name(db_path.name, max(numbers) + 1)
+    leftover.write_bytes(bytes(8192))
+    blocks = SMALL_LOG_FILE_BYTES // 4096 - 1
+    with Wal.open(db_path, CONFIG) as wal:
+        for page in range(2, 2 + 3 * blocks):  # fills the files there and two more
+            wal.commit({page: b"b" * 10})
+    assert recover(db_path).last_commit_seq == 1 + 3 * blocks
+
+
+def test_a_log_reopened_after_a_crash_during_file_creation_opens(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a kill -9 leaves while the pool fills file 2 and no clean-shutdown marker was
+    # written: file 1 with the chain, file 2 only as its temporary. (The marker is failed
+    # here so that the next open must continue in a fresh file, as after a crash.)
+    wal = Wal.open(db_path, CONFIG)
+    wal.commit({1: b"a" * 10})
+
+    finish = wal._writer.finish
+
+    def no_marker(durable: ChainPosition, *, marker: bool, sync: bool) -> None:
+        finish(durable, marker=False, sync=sync)  # closes the files and the pool
+        raise OSError(errno.EIO, "injected: no clean-shutdown marker")
+
+    monkeypatch.setattr(wal._writer, "finish", no_marker)
+    with pytest.raises(BrokenLogError):
+        wal.close()
+    monkeypatch.undo()
+    for name in os.listdir(db_path.parent):
+        if (parse_log_file_name(db_path.name, name) or 0) > 1:
+            (db_path.parent / name).unlink()
+    (db_path.parent / log_file_temp_name(db_path.name, 2)).write_bytes(bytes(8192))
+    assert not recover(db_path).clean_shutdown
+    with Wal.open(db_path, CONFIG) as wal:
+        assert wal.recovery.last_commit_seq == 1
+        wal.commit({2: b"b" * 10})
+    assert recover(db_path).last_commit_seq == 2
 
 
 def test_a_symlink_at_the_checkpoint_temp_name_breaks_the_pager_and_the_victim_is_untouched(
@@ -315,7 +348,7 @@ def mode_of(path: Path) -> int:
 
 class ModeRecording(OsFileSystem):
     """Records the mode of every file the log creates, as it is when the seam returns it (the
-    pre-created files are created in the background, so listing them would race)."""
+    log files are made ready in the background, so listing them would race)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -348,15 +381,15 @@ def test_every_log_file_takes_the_data_files_permission_bits(
         pager.checkpoint()  # a checkpoint file (through its temporary file)
         with pager.transaction() as tx:
             tx.write(2, b"b" * PAGE)  # a segment after it
-    # Every file the log created (lock, segment and checkpoint temporary files) had the mode
-    # from the moment it was handed to the log.
+    # Every file the log created (lock, log files and checkpoint through their temporary
+    # files) had the mode from the moment it was handed to the log.
     assert f"{db_path.name}-wal-lock" in fs.created
     assert checkpoint_name(db_path.name) + TEMP_SUFFIX in fs.created
-    assert any("-wal-seg-" in n and n.endswith(TEMP_SUFFIX) for n in fs.created)
+    assert any(parse_log_file_temp_name(db_path.name, n) for n in fs.created)
     assert fs.created == dict.fromkeys(fs.created, db_mode)
     names = log_names(db_path)
     assert {f"{db_path.name}-wal-lock", checkpoint_name(db_path.name)} <= set(names)
-    assert any("-wal-seg-" in n for n in names)
+    assert any(parse_log_file_name(db_path.name, n) for n in names)
     assert {n: mode_of(db_path.parent / n) for n in names} == dict.fromkeys(names, db_mode)
     assert mode_of(db_path) == db_mode
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import trio
-from conftest import JOIN_SECONDS, RecordingFileSystem
+from conftest import JOIN_SECONDS, SMALL_LOG_FILE_BYTES, RecordingFileSystem
 
 import pagewal
 from pagewal import (
@@ -22,12 +23,16 @@ from pagewal import (
     WalConfig,
     recover,
 )
+from pagewal._layout import SEGMENT_MAGIC
 from pagewal.trio import open_wal
 
 pytestmark = pytest.mark.trio
 
-FAST = WalConfig(lanes=4, epoch_interval_ms=1, fsync="off")
-IDLE = WalConfig(lanes=2, epoch_interval_ms=60_000)  # only close, flush or a waiter seals
+Config = functools.partial(WalConfig, log_file_bytes=SMALL_LOG_FILE_BYTES)
+"""A WalConfig with small log files (see conftest)."""
+
+FAST = Config(lanes=4, epoch_interval_ms=1, fsync="off")
+IDLE = Config(lanes=2, epoch_interval_ms=60_000)  # only close, flush or a waiter seals
 
 
 async def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -39,16 +44,35 @@ async def wait_until(condition: Callable[[], bool], what: str) -> None:
     pytest.fail(f"timed out waiting until {what}")
 
 
+class SegmentRecordingFileSystem(RecordingFileSystem):
+    """Also notes each segment's durable write as a "segment" operation (which the test can
+    gate or fail) before it runs; a log file's header, written durably too, is not one."""
+
+    def pwritev_dsync(
+        self, fd: int, buffers: Sequence[bytes | bytearray | memoryview], offset: int
+    ) -> int:
+        if int.from_bytes(bytes(memoryview(buffers[0])[:4]), "little") == SEGMENT_MAGIC:
+            self.note("segment", self._fd_paths.get(fd, "?"))
+        return super().pwritev_dsync(fd, buffers, offset)
+
+
 @pytest.fixture
-def held_fsync(recording_fs: RecordingFileSystem) -> Iterator[threading.Event]:
-    """Every fsync of ``recording_fs`` waits until the returned event is set.
+def recording_fs() -> RecordingFileSystem:
+    return SegmentRecordingFileSystem()
+
+
+@pytest.fixture
+def held_write(recording_fs: RecordingFileSystem) -> Iterator[threading.Event]:
+    """Every segment's durable write (``pwritev2(RWF_DSYNC)``, the write and its fsync in
+    one) through ``recording_fs`` waits until the returned event is set. Opening the log
+    (which makes log files ready and writes a file header) is not held.
 
     A safety timer sets it after :data:`JOIN_SECONDS`, so that a test whose event loop got
-    blocked (waiting in the loop's own thread for the held fsync) fails on its assertions
+    blocked (waiting in the loop's own thread for the held write) fails on its assertions
     instead of hanging; no correct run comes near it.
     """
     gate = threading.Event()
-    recording_fs.gate["fsync"] = gate
+    recording_fs.gate["segment"] = gate
     safety = threading.Timer(JOIN_SECONDS, gate.set)
     safety.daemon = True
     safety.start()
@@ -57,9 +81,9 @@ def held_fsync(recording_fs: RecordingFileSystem) -> Iterator[threading.Event]:
     gate.set()
 
 
-def fsync_is_held(fs: RecordingFileSystem) -> Callable[[], bool]:
-    """True once a publisher has reached the gated fsync (and waits there)."""
-    return lambda: fs.counts.get("fsync", 0) >= 1
+def write_is_held(fs: RecordingFileSystem) -> Callable[[], bool]:
+    """True once a publisher has reached the gated segment write (and waits there)."""
+    return lambda: fs.counts.get("segment", 0) >= 1
 
 
 def recovered_commits(db_path: Path) -> dict[int, list[tuple[int, bytes]]]:
@@ -73,7 +97,7 @@ async def test_a_hundred_tasks_commit_concurrently_and_recovery_equals_the_oracl
     db_path: Path,
 ) -> None:
     # Small lanes, so that some commits overflow onto the serialized path as well.
-    config = WalConfig(lanes=4, epoch_interval_ms=1, lane_capacity_bytes=16_384)
+    config = Config(lanes=4, epoch_interval_ms=1, lane_capacity_bytes=16_384)
     committed: dict[int, list[tuple[int, bytes]]] = {}
     tickets: list[Ticket] = []
 
@@ -106,12 +130,12 @@ async def test_a_hundred_tasks_commit_concurrently_and_recovery_equals_the_oracl
     assert stats.epochs_sealed < 500  # commits from many tasks shared epochs
 
 
-async def test_the_event_loop_keeps_running_while_a_commit_waits_on_a_stalled_fsync(
-    db_path: Path, recording_fs: RecordingFileSystem, held_fsync: threading.Event
+async def test_the_event_loop_keeps_running_while_a_commit_waits_on_a_stalled_write(
+    db_path: Path, recording_fs: RecordingFileSystem, held_write: threading.Event
 ) -> None:
     acknowledged: list[Ticket] = []
     beats = 0
-    async with open_wal(db_path, WalConfig(lanes=1, epoch_interval_ms=1),
+    async with open_wal(db_path, Config(lanes=1, epoch_interval_ms=1),
                         fs=recording_fs) as wal:
 
         async def committer() -> None:
@@ -119,28 +143,28 @@ async def test_the_event_loop_keeps_running_while_a_commit_waits_on_a_stalled_fs
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(committer)
-            await wait_until(fsync_is_held(recording_fs), "the commit's fsync is held")
+            await wait_until(write_is_held(recording_fs), "the commit's durable write is held")
             for _ in range(50):
                 await trio.sleep(0.001)
                 beats += 1
                 assert acknowledged == []  # the commit is still waiting meanwhile
             # If the commit had blocked the event loop, only the safety timer could have
             # released the disk, and the heartbeat would have found the commit done.
-            assert not held_fsync.is_set()
-            held_fsync.set()
+            assert not held_write.is_set()
+            held_write.set()
     assert beats == 50
     assert len(acknowledged) == 1 and wal.is_durable(acknowledged[0])
 
 
 async def test_a_submit_held_by_backpressure_does_not_block_the_event_loop(
-    db_path: Path, recording_fs: RecordingFileSystem, held_fsync: threading.Event
+    db_path: Path, recording_fs: RecordingFileSystem, held_write: threading.Event
 ) -> None:
-    # The first epoch's publish stalls in fsync, so no staging memory is freed.
-    config = WalConfig(lanes=1, epoch_interval_ms=1, lane_capacity_bytes=4096)
+    # The first epoch's publish stalls in its durable write, so no staging memory is freed.
+    config = Config(lanes=1, epoch_interval_ms=1, lane_capacity_bytes=4096)
     submitted: list[Ticket] = []
     async with open_wal(db_path, config, fs=recording_fs) as wal:
         await wal.submit({0: b"s" * 1000})
-        await wait_until(fsync_is_held(recording_fs), "the first epoch's fsync is held")
+        await wait_until(write_is_held(recording_fs), "the first epoch's durable write is held")
 
         async def submitter() -> None:
             # 4 KiB lane + 4 KiB serialized bound; each commit encodes to 1040 bytes.
@@ -155,23 +179,23 @@ async def test_a_submit_held_by_backpressure_does_not_block_the_event_loop(
             for _ in range(20):  # the loop runs while that submit waits in its thread
                 await trio.sleep(0.001)
                 assert len(submitted) == held < 12
-            assert not held_fsync.is_set()
-            held_fsync.set()
+            assert not held_write.is_set()
+            held_write.set()
     assert len(submitted) == 12
     assert recover(db_path).last_commit_seq == 13
 
 
 async def test_a_cancelled_wait_durable_leaves_the_commit_staged_and_it_becomes_durable(
-    db_path: Path, recording_fs: RecordingFileSystem, held_fsync: threading.Event
+    db_path: Path, recording_fs: RecordingFileSystem, held_write: threading.Event
 ) -> None:
     limiter = trio.to_thread.current_default_thread_limiter()
-    async with open_wal(db_path, WalConfig(lanes=1, epoch_interval_ms=1),
+    async with open_wal(db_path, Config(lanes=1, epoch_interval_ms=1),
                         fs=recording_fs) as wal:
         ticket = await wal.submit({5: b"staged before the cancel"})
         scope = trio.CancelScope()
 
         async def cancel_once_the_disk_holds_it() -> None:
-            await wait_until(fsync_is_held(recording_fs), "the epoch's fsync is held")
+            await wait_until(write_is_held(recording_fs), "the epoch's durable write is held")
             scope.cancel()
 
         async with trio.open_nursery() as nursery:
@@ -183,7 +207,7 @@ async def test_a_cancelled_wait_durable_leaves_the_commit_staged_and_it_becomes_
         # The abandoned wait thread holds its limiter token until the epoch is durable:
         # it is left behind, but bounded.
         assert limiter.borrowed_tokens == 1
-        held_fsync.set()
+        held_write.set()
         await wal.wait_durable(ticket)  # waiting again sees it become durable
         assert wal.is_durable(ticket)
     await wait_until(lambda: limiter.borrowed_tokens == 0, "the abandoned wait thread ended")
@@ -191,15 +215,15 @@ async def test_a_cancelled_wait_durable_leaves_the_commit_staged_and_it_becomes_
 
 
 async def test_a_commit_cancelled_while_waiting_for_durability_still_becomes_durable(
-    db_path: Path, recording_fs: RecordingFileSystem, held_fsync: threading.Event
+    db_path: Path, recording_fs: RecordingFileSystem, held_write: threading.Event
 ) -> None:
-    async with open_wal(db_path, WalConfig(lanes=1, epoch_interval_ms=1),
+    async with open_wal(db_path, Config(lanes=1, epoch_interval_ms=1),
                         fs=recording_fs) as wal:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
 
                 async def cancel_once_the_disk_holds_it() -> None:
-                    await wait_until(fsync_is_held(recording_fs), "the fsync is held")
+                    await wait_until(write_is_held(recording_fs), "the durable write is held")
                     scope.cancel()
 
                 nursery.start_soon(cancel_once_the_disk_holds_it)
@@ -207,20 +231,20 @@ async def test_a_commit_cancelled_while_waiting_for_durability_still_becomes_dur
         assert scope.cancelled_caught
         stats = wal.statistics()
         assert stats.commits_staged == 1 and stats.durable_commit_seq == 0
-        held_fsync.set()
+        held_write.set()
     # Cancelling the wait did not un-stage the commit: leaving the block published it.
     assert recovered_commits(db_path) == {1: [(9, b"cancelled, yet staged")]}
 
 
 async def test_a_submit_cancelled_while_staging_returns_its_ticket_and_the_next_stages_nothing(
-    db_path: Path, recording_fs: RecordingFileSystem, held_fsync: threading.Event
+    db_path: Path, recording_fs: RecordingFileSystem, held_write: threading.Event
 ) -> None:
-    config = WalConfig(lanes=1, epoch_interval_ms=1, lane_capacity_bytes=4096)
+    config = Config(lanes=1, epoch_interval_ms=1, lane_capacity_bytes=4096)
     tickets: list[Ticket] = []
     returned_before_the_cancel = -1
     async with open_wal(db_path, config, fs=recording_fs) as wal:
         await wal.submit({0: b"s" * 1000})
-        await wait_until(fsync_is_held(recording_fs), "the first epoch's fsync is held")
+        await wait_until(write_is_held(recording_fs), "the first epoch's durable write is held")
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
 
@@ -230,7 +254,7 @@ async def test_a_submit_cancelled_while_staging_returns_its_ticket_and_the_next_
                                      "a submit waits for staging memory")
                     returned_before_the_cancel = len(tickets)
                     scope.cancel()
-                    held_fsync.set()  # now the waiting submit can finish staging
+                    held_write.set()  # now the waiting submit can finish staging
 
                 nursery.start_soon(cancel_while_a_submit_waits_for_space)
                 for n in range(12):
@@ -254,7 +278,8 @@ from pagewal import WalConfig
 from pagewal.trio import open_wal
 
 async def main():
-    async with open_wal(sys.argv[1], WalConfig(lanes=2, epoch_interval_ms=1)) as wal:
+    config = WalConfig(lanes=2, epoch_interval_ms=1, log_file_bytes=64 << 10)
+    async with open_wal(sys.argv[1], config) as wal:
         acked = 0
         async def writer(index):
             nonlocal acked
@@ -280,7 +305,7 @@ trio.run(main)
     acked = dict(tuple(map(int, line.split())) for line in done.stdout.decode().splitlines())
     assert len(acked) >= 60
 
-    async with open_wal(db_path, WalConfig(lanes=2, epoch_interval_ms=1)) as wal:
+    async with open_wal(db_path, Config(lanes=2, epoch_interval_ms=1)) as wal:
         recovery = wal.recovery
         images = recovery.page_images()
         for page_no in acked.values():
@@ -317,13 +342,13 @@ async def test_calls_after_the_block_exits_raise_closed_error(db_path: Path) -> 
     assert recover(db_path).last_commit_seq == 1
 
 
-async def test_an_fsync_failure_reaches_every_waiting_task_as_broken_log_error(
-    db_path: Path, recording_fs: RecordingFileSystem, held_fsync: threading.Event
+async def test_a_failed_segment_write_reaches_every_waiting_task_as_broken_log_error(
+    db_path: Path, recording_fs: RecordingFileSystem, held_write: threading.Event
 ) -> None:
-    recording_fs.fail["fsync"] = lambda number, path: True
+    recording_fs.fail["segment"] = lambda number, path: True
     errors: list[BrokenLogError] = []
     with pytest.raises(BrokenLogError) as on_exit:  # leaving the block reports it too
-        async with open_wal(db_path, WalConfig(lanes=2, epoch_interval_ms=1),
+        async with open_wal(db_path, Config(lanes=2, epoch_interval_ms=1),
                             fs=recording_fs) as wal:
 
             async def committer(page_no: int) -> None:
@@ -337,8 +362,8 @@ async def test_an_fsync_failure_reaches_every_waiting_task_as_broken_log_error(
                     nursery.start_soon(committer, page_no)
                 await wait_until(lambda: wal.statistics().commits_staged == 10,
                                  "every commit is staged")
-                await wait_until(fsync_is_held(recording_fs), "the fsync is held")
-                held_fsync.set()  # ...and it fails
+                await wait_until(write_is_held(recording_fs), "the durable write is held")
+                held_write.set()  # ...and it fails
             assert wal.statistics().broken
     assert len(errors) == 10
     assert all(isinstance(e.__cause__, OSError) for e in errors)
@@ -356,9 +381,10 @@ async def test_an_exception_from_the_block_propagates_unwrapped_even_on_a_broken
         async with open_wal(db_path, FAST) as wal:
             await wal.commit({1: b"x"})
             raise KeyError("from the block")
-    recording_fs.fail["writev"] = lambda number, path: True
+    recording_fs.fail["segment"] = lambda number, path: True  # every segment's write fails
     with pytest.raises(ValueError, match="from the block"):
-        async with open_wal(db_path, FAST, fs=recording_fs) as wal:
+        async with open_wal(db_path, Config(lanes=4, epoch_interval_ms=1),
+                            fs=recording_fs) as wal:
             with pytest.raises(BrokenLogError):
                 await wal.commit({2: b"y"})
             raise ValueError("from the block")  # wins over the close's BrokenLogError
@@ -419,7 +445,7 @@ async def test_one_default_thread_token_is_enough_as_the_ticker_and_close_bring_
 ) -> None:
     trio.to_thread.current_default_thread_limiter().total_tokens = 1  # for this run only
     with trio.fail_after(JOIN_SECONDS):
-        async with open_wal(db_path, WalConfig(lanes=2, epoch_interval_ms=1)) as wal:
+        async with open_wal(db_path, Config(lanes=2, epoch_interval_ms=1)) as wal:
             first = await wal.submit({1: b"a"})
             second = await wal.submit({2: b"b"})
             # The first wait holds the only token while the second commit has no waiter, so
