@@ -497,20 +497,21 @@ class Wal:
           return value is the position actually retired through (the new
           :attr:`retired_position`; unchanged if no segment was wholly covered).
         * Crash-safe in the order ``WalPager``'s checkpoint uses: the checkpoint record is
-          published atomically (tmp, fsync, rename, directory fsync), then the segments it
-          covers are deleted and the directory fsynced. A crash between the two leaves
-          covered segments that recovery deletes unread. With ``fsync=normal`` the published
-          segments are fsynced first, under the publish lock, so no directory fsync of this
-          call makes the name of a segment durable before its bytes. With ``fsync=off``
-          nothing is fsynced.
+          published atomically (tmp, fsync, rename, directory fsync); then format 1 segment
+          files it covers are deleted (directory fsynced), and the log files it covers wholly
+          are handed to the pool thread, which recycles each (new header, number and salt,
+          fsynced, renamed, directory fsynced) or deletes it. A crash in between leaves
+          covered files that the next open recycles. With ``fsync=normal`` what was written
+          is fsynced first, under the publish lock, so the record never becomes durable before
+          the segments it follows. With ``fsync=off`` nothing is fsynced.
         * Commits continue meanwhile (with ``fsync=normal`` their publishing waits for this
           call's file operations).
-        * An ``OSError`` recording the checkpoint or deleting segments propagates and does
-          *not* break the log (new commits never depend on those files): the previous record
-          stays until a new one replaces it atomically, and covered segments a failed deletion
-          left behind are deleted, unread, when the log is next opened. :attr:`retired_position`
-          says whether the record was written; call again later. A failed fsync of published
-          segments (``fsync=normal``) breaks the log, as in :meth:`sync`.
+        * An ``OSError`` recording the checkpoint or deleting format 1 segments propagates and
+          does *not* break the log: the previous record stays until a new one replaces it
+          atomically. :attr:`retired_position` says whether the record was written; call
+          again later. A failed fsync of written segments (``fsync=normal``) breaks the log,
+          as in :meth:`sync`; so does a failure of the pool thread recycling a file, when the
+          log next needs a file (invariant 6: the pool's files are the ones it writes into).
 
         Raises :class:`InvalidPositionError` for a ``commit_seq`` this log has not assigned
         yet (a ticket of another log), :class:`ClosedError` once :meth:`close` has begun,
