@@ -254,8 +254,10 @@ def _read_chain(
     # Version 2 log files continue the chain from the version 1 segments (or the checkpoint).
     log_id = checkpoint.record.log_id if checkpoint else NO_LOG_ID
     scan: LogScan | None = None
+    not_ours = {path for path, _ in survey.foreign}  # left out (tolerate_foreign only)
     log_paths = [(files.path(name), file_no) for name in names
-                 if (file_no := parse_log_file_name(files.db_name, name)) is not None]
+                 if (file_no := parse_log_file_name(files.db_name, name)) is not None
+                 and files.path(name) not in not_ours]
     if log_paths and skipped:
         skipped += [SkippedSegment(path, 0, "follows a corrupt segment in the chain")
                     for path, _ in log_paths]
@@ -443,7 +445,8 @@ def survey_log(files: LogFiles, fs: FileSystem, names: list[str]) -> LogSurvey:
     foreign: list[tuple[str, str]] = []
     regular: set[str] = set()
     segments = [segment_name(files.db_name, e) for e in epochs]
-    for name in ([checkpoint] if checkpoint in names else []) + temporary + segments:
+    log_files = [n for n in names if parse_log_file_name(files.db_name, n) is not None]
+    for name in ([checkpoint] if checkpoint in names else []) + temporary + segments + log_files:
         try:
             what = not_a_regular_file(fs, files.path(name))
         except FileNotFoundError:
