@@ -47,6 +47,7 @@ log recovered as acknowledged, so that a later segment vouches for them too.
 
 from __future__ import annotations
 
+import collections
 import enum
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -481,7 +482,10 @@ def _identify(
             continue
         files.append(_File(image, view, decoded, None))
     if not any(log_id):
-        log_id = next((f.header.log_id for f in files if f.header is not None), NO_LOG_ID)
+        # No checkpoint names the log: the id most files carry is the log's (ties: the
+        # lowest-numbered file's), so one stray file of another log is the one named foreign.
+        ids = collections.Counter(f.header.log_id for f in files if f.header is not None)
+        log_id = max(ids, key=ids.__getitem__) if ids else NO_LOG_ID
     foreign: list[tuple[str, str]] = []
     for f in files:
         header = f.header
