@@ -207,10 +207,13 @@ def segment_epochs(db_name: str, names: Iterable[str]) -> list[int]:
 
 
 def temporary_names(db_name: str, names: Iterable[str]) -> list[str]:
-    """The temporary files of ``db_name`` among ``names`` (a segment's or the checkpoint's
-    ``.tmp``): never data (invariant 4), so recovery removes them."""
+    """The temporary files of ``db_name`` among ``names`` (a segment's, a log file's being
+    created, or the checkpoint's ``.tmp``): never data (invariant 4), so recovery removes
+    them. A log file's ``.tmp`` left by a crash would otherwise block the creation of the
+    file of that number when the reopened log makes its next file."""
     checkpoint_temp = checkpoint_name(db_name) + TEMP_SUFFIX
-    return [n for n in names if is_temp_segment_name(db_name, n) or n == checkpoint_temp]
+    return [n for n in names if is_temp_segment_name(db_name, n) or n == checkpoint_temp
+            or parse_log_file_temp_name(db_name, n) is not None]
 
 
 def quarantine_name(file_name: str, taken: set[str]) -> str:
