@@ -36,6 +36,7 @@ from ._workload import (
 
 DB_PATH = "/simulated/db"
 _WAIT_SECONDS = 0.5
+_TORN_REOPENS = 5
 
 
 class AckTracker:
@@ -155,7 +156,8 @@ def run_power_loss(
     acks.observe(fs.op_count())
 
     points = crash_points(len(fs.ops), max_points, rng)
-    figures = dict.fromkeys(("states", "verified", "lost", "partial", "failures", "reopened"), 0)
+    figures = dict.fromkeys(("states", "verified", "lost", "partial", "failures", "reopened",
+                             "torn_reopened"), 0)
     violations: list[str] = []
     for count, description, state in crash_states(fs.initial, fs.ops, points=points, rng=rng,
                                                   torn_samples=torn_samples):
@@ -176,10 +178,16 @@ def run_power_loss(
         figures["lost"] += verdict.lost
         figures["partial"] += verdict.partial
         violations.extend(f"{where}: {v}" for v in verdict.violations)
-        if not verdict.violations and figures["states"] % reopen_every == 0:
+        # Reopen every so often, and the first few times the log ended in a torn tail.
+        torn = result.torn_tail is not None and figures["torn_reopened"] < _TORN_REOPENS
+        if not verdict.violations and (figures["states"] % reopen_every == 0 or torn):
+            figures["torn_reopened"] += torn
             figures["reopened"] += 1
             violations.extend(f"{where}: after reopen: {v}"
-                              for v in _reopen_and_continue(state_fs, config, seed, result))
+                              for v in _reopen_and_continue(
+                                  state_fs, config, seed, result,
+                                  wal_class if getattr(wal_class, "REOPENS_AS_ITSELF", False)
+                                  else Wal))
     return PowerLossReport(
         seed=seed, operations=len(fs.ops),
         crash_points=len(fs.ops) + 1 if points is None else len(points), states=figures["states"],
@@ -193,11 +201,12 @@ def run_power_loss(
 
 
 def _reopen_and_continue(
-    fs: SimulatedFileSystem, config: WalConfig, seed: int, before: RecoveryResult
+    fs: SimulatedFileSystem, config: WalConfig, seed: int, before: RecoveryResult,
+    wal_class: type[Wal] = Wal,
 ) -> list[str]:
     """Open the crashed state, commit once more, and check the chain continues."""
     txn = txn_id_for(1, 0, 0)
-    with Wal.open(DB_PATH, config, fs=fs) as wal:
+    with wal_class.open(DB_PATH, config, fs=fs) as wal:
         ticket = wal.commit(commit_pages(seed, txn), txn_id=txn, timeout=60)
     if ticket.commit_seq != before.last_commit_seq + 1:
         return [f"reopened log assigned seq {ticket.commit_seq}, expected "
@@ -205,4 +214,13 @@ def _reopen_and_continue(
     after = recover(DB_PATH, fs=fs)
     if after.last_commit_seq != ticket.commit_seq:
         return [f"recovery after reopen ends at {after.last_commit_seq}, not {ticket.commit_seq}"]
-    return list(verify(after, seed=seed, acked={ticket.commit_seq: txn}).violations)
+    problems = list(verify(after, seed=seed, acked={ticket.commit_seq: txn}).violations)
+    # DESIGN §4: after a crash the log never appends to the file it was writing; a fresh
+    # file's header is what durably discards the torn tail beyond the end.
+    scan, written = before.log_scan, after.log_scan
+    if (scan is not None and not scan.clean_shutdown and scan.end is not None
+            and written is not None and written.segments
+            and written.segments[-1].path == scan.end.path):
+        problems.append(f"the reopened log appended to {scan.end.path}, the file it ended in "
+                        f"after a crash (at offset {scan.end.offset}), not to a fresh file")
+    return problems
