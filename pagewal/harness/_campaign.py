@@ -16,10 +16,11 @@ import attrs
 from .._recovery import Progress
 from ._corruption import run_corruption
 from ._kill import run_kill_campaign
-from ._mutants import MUTANTS, PAGER_MUTANTS
+from ._mutants import MUTANTS, PAGER_MUTANTS, READER_MUTANTS
 from ._pager_power_loss import run_pager_power_loss
 from ._power_loss import PowerLossReport, run_power_loss
 from ._simfs import Fault
+from ._workload import Report
 
 FIRST_LOG_FILE = "-wal-0000000000000001"
 """Faults limited to the first log file (once renamed from ``.tmp``: its segments and
@@ -67,7 +68,10 @@ PAGER_FAULT_PLANS: tuple[tuple[str, tuple[Fault, ...], bool | None], ...] = (
 break; None: either, with every promise kept)."""
 
 _SAMPLED_POINTS = 300
-_MUTANT_FAULTS = {"high-water-mark-durability": (Fault("fsync", 5),)}
+_MUTANT_FAULTS = {"high-water-mark-durability": (Fault("fsync", 5, path=FIRST_LOG_FILE),)}
+_CORRUPTION_MUTANTS = {"leaves-acked-epoch-zero"}
+"""Broken logs whose bug shows only when a disk damages what they wrote."""
+_MUTANT_HEADER_STRIDE = 16
 
 
 @attrs.frozen
@@ -79,15 +83,17 @@ class CampaignSettings:
     kills: int
     sampled_workloads: int = 0  # large workloads whose crash points are sampled, not all tried
     pager_seeds: int = 2  # pager workloads (checkpoints running), every crash point tried
+    header_stride: int = 8  # corruption: flip every n-th header bit (1: every bit)
 
     @classmethod
     def quick(cls) -> CampaignSettings:
-        return cls(seeds=5, threads=3, commits_per_thread=6, min_states=0, kills=20)
+        return cls(seeds=4, threads=3, commits_per_thread=8, min_states=0, kills=20,
+                   pager_seeds=1)
 
     @classmethod
     def long(cls) -> CampaignSettings:
         return cls(seeds=10, threads=4, commits_per_thread=12, min_states=10_000, kills=200,
-                   sampled_workloads=3, pager_seeds=8)
+                   sampled_workloads=3, pager_seeds=8, header_stride=1)
 
 
 def run_campaign(
@@ -124,8 +130,8 @@ def run_campaign(
         tally(run_power_loss(seed=seed + run + number, threads=8, commits_per_thread=30,
                              max_points=_SAMPLED_POINTS))
     for number in range(settings.pager_seeds):
-        tally(run_pager_power_loss(seed=seed + number, threads=settings.threads,
-                                   commits_per_thread=settings.commits_per_thread))
+        # The pager's own workload size: enough commits that checkpoints recycle log files.
+        tally(run_pager_power_loss(seed=seed + number))
     say(f"power loss total: {states} crash states over "
         f"{run + settings.sampled_workloads + settings.pager_seeds} workloads "
         f"({settings.pager_seeds} on the pager)")
@@ -151,7 +157,7 @@ def run_campaign(
         steps.advance()
     say(f"faults total: {plans_ok} / {len(plans)} plans failed closed as required")
 
-    corruption = run_corruption(seed=seed)
+    corruption = run_corruption(seed=seed, header_stride=settings.header_stride)
     violations += corruption.violation_count
     for line in corruption.lines():
         say(line)
@@ -183,23 +189,36 @@ class _Steps:
 
 
 def run_mutant(name: str, *, seed: int, say: Callable[[str], None] = print) -> int:
-    """Run the power-loss search against a broken variant; return its violation count."""
-    report: PowerLossReport
+    """Run the power-loss search against a broken variant (and, for those a power loss alone
+    cannot show, the corruption campaign); return its violation count."""
+    reports: list[Report] = []
     if name in PAGER_MUTANTS:
-        report = run_pager_power_loss(seed=seed, commits_per_thread=6,
-                                      pager_class=PAGER_MUTANTS[name])
+        reports.append(run_pager_power_loss(seed=seed, commits_per_thread=6,
+                                            pager_class=PAGER_MUTANTS[name]))
+    elif name in READER_MUTANTS:
+        with READER_MUTANTS[name]():
+            reports.append(run_power_loss(seed=seed, commits_per_thread=6))
+        reports.append(run_corruption(seed=seed, header_stride=_MUTANT_HEADER_STRIDE,
+                                      reader=READER_MUTANTS[name]))
     else:
-        report = run_power_loss(seed=seed, wal_class=MUTANTS[name],
-                                faults=_MUTANT_FAULTS.get(name, ()))
+        reports.append(run_power_loss(seed=seed, wal_class=MUTANTS[name], commits_per_thread=6,
+                                      faults=_MUTANT_FAULTS.get(name, ())))
+        if name in _CORRUPTION_MUTANTS:
+            reports.append(run_corruption(seed=seed, header_stride=_MUTANT_HEADER_STRIDE,
+                                          wal_class=MUTANTS[name]))
     say(f"mutant {name}:")
-    for line in report.lines()[:5]:
-        say(line)
-    return report.violation_count
+    for report in reports:
+        lines = report.lines()
+        say_lines = lines[: len(report.summary())]
+        say_lines += lines[len(report.summary()) : len(report.summary()) + 2]
+        for line in say_lines:
+            say(line)
+    return sum(report.violation_count for report in reports)
 
 
 def mutant_names() -> list[str]:
-    """Every broken variant: logs, then pagers."""
-    return [*MUTANTS, *PAGER_MUTANTS]
+    """Every broken variant: logs, readers, then pagers."""
+    return [*MUTANTS, *READER_MUTANTS, *PAGER_MUTANTS]
 
 
 def self_check(
