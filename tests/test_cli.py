@@ -20,6 +20,12 @@ from pagewal import _cli as cli
 from pagewal._cli import main
 from pagewal._demo import run_demo
 
+KILL_FINDING = (
+    "kill -9 on format 2 finds recovery failing on a live log's files: a segment inside the "
+    "acknowledged chain reads as damaged (body checksum, or records outside the header's "
+    "commit_seq range) while a later header records it acknowledged; an open bug in the "
+    "writer or the pager's checkpoint reads, not in the harness")
+
 
 def test_demo_runs_transactions_checkpoints_reopens_and_verifies_every_page(
     tmp_path: Path
@@ -170,11 +176,6 @@ def test_crash_test_self_check_catches_every_broken_log_with_progress_on_a_termi
 # --------------------------------------------------------------------------- operator commands
 
 FAST = WalConfig(lanes=2, epoch_interval_ms=1, fsync="off")
-KILL_FINDING = (
-    "kill -9 on format 2 finds recovery failing on a live log's files: a segment inside the "
-    "acknowledged chain reads as damaged (body checksum, or records outside the header's "
-    "commit_seq range) while a later header records it acknowledged; an open bug in the "
-    "writer or the pager's checkpoint reads, not in the harness")
 
 
 

@@ -160,16 +160,17 @@ def _cases(
                    {**files, path: _flip(files[path], bit)}, first, "detect")
     for path in holding[1:]:
         first = next(i for i, s in enumerate(segments) if s.path == path)
-        data = bytearray(files[path])
-        data[_SALT] = (int.from_bytes(data[_SALT], "little") ^ 0x5A5A).to_bytes(8, "little")
+        salted = bytearray(files[path])
+        salted[_SALT] = (int.from_bytes(salted[_SALT], "little") ^ 0x5A5A).to_bytes(8, "little")
         yield (f"{kind} log, {os.path.basename(path)}: recycled (a new salt) over its old "
-               "segments", {**files, path: _with_crc(bytes(data), 0)}, first, "stale")
+               "segments", {**files, path: _with_crc(bytes(salted), 0)}, first, "stale")
         segment = segments[first]
-        data = bytearray(files[path])
+        moved = bytearray(files[path])
         at = segment.offset + _SEGMENT_FILE_NO.start
-        data[at : at + 8] = (int.from_bytes(data[at : at + 8], "little") + 7).to_bytes(8, "little")
+        moved[at : at + 8] = (int.from_bytes(moved[at : at + 8], "little") + 7).to_bytes(
+            8, "little")
         yield (f"{kind} log, {os.path.basename(path)} segment {segment.epoch}: names another "
-               "log file", {**files, path: _with_crc(bytes(data), segment.offset)}, first,
+               "log file", {**files, path: _with_crc(bytes(moved), segment.offset)}, first,
                "stale")
 
 

@@ -290,13 +290,15 @@ def stale_segment_reader() -> Iterator[None]:
     checks only a segment's log id, not its file_no and salt: a segment from a recycled
     file's earlier life, or from another file, is taken for this file's own."""
     with _LAX_READER_LOCK:
-        saved = (_layout.check_identity, _logreader.check_identity)
+        # _logreader imported the check by name: both module attributes are swapped.
+        saved = (_layout.check_identity, _logreader.check_identity)  # type: ignore[attr-defined]
         _layout.check_identity = _identity_ignoring_salt_and_file_no
-        _logreader.check_identity = _identity_ignoring_salt_and_file_no
+        _logreader.check_identity = _identity_ignoring_salt_and_file_no  # type: ignore[attr-defined]
         try:
             yield
         finally:
-            _layout.check_identity, _logreader.check_identity = saved
+            _layout.check_identity = saved[0]
+            _logreader.check_identity = saved[1]  # type: ignore[attr-defined]
 
 
 _LAX_READER_LOCK = threading.Lock()

@@ -66,7 +66,8 @@ def run_pager_power_loss(
     fs = SimulatedFileSystem(faults=faults)
     # Covered log files come back to be recycled as soon as the next file is needed (see
     # RecyclingWal), so the search always covers a recycled file's old segments.
-    recycling = type(pager_class.__name__, (pager_class,), {"_wal_class": RecyclingWal})
+    recycling: type[WalPager] = type(pager_class.__name__, (pager_class,),
+                                     {"_wal_class": RecyclingWal})
     pager = recycling.open(DB_PATH, PAGE_SIZE, config, fs=fs)
     acks = AckTracker(pager.wal)
     fs.before_op = acks.observe
