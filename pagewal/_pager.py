@@ -210,6 +210,9 @@ class WalPager:
     of 64 MiB of segment data while it runs.
     """
 
+    _wal_class: type[Wal] = Wal
+    """The log the store opens; a seam for the crash harness."""
+
     def __init__(
         self, files: LogFiles, fs: FileSystem, wal: Wal | None, data_fd: int | None,
         page_size: int, page_count: int, *, limit: _PageLimit, base: ChainPosition,
@@ -310,7 +313,8 @@ class WalPager:
             return cls._open_read_only(files, fs, page_size, skip_corrupt=skip_corrupt,
                                        max_pages=max_pages)
         config = WalConfig.from_env() if config is None else config
-        wal = Wal.open(files.path(files.db_name), config, fs=fs, skip_corrupt=skip_corrupt)
+        wal = cls._wal_class.open(files.path(files.db_name), config, fs=fs,
+                                  skip_corrupt=skip_corrupt)
         try:
             recovery = wal.recovery
             data_path = files.path(files.db_name)

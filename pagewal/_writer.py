@@ -117,7 +117,7 @@ class LogWriter:
                     known.append(_KnownFile(info.file_no, info.path, None, info.last_epoch))
         self.next_epoch = min_epoch
         self._known = known
-        self.pool = ReadyFilePool(fs, self.spec, max_file_no + 1, ready=ready)
+        self.pool = self._new_pool(fs, self.spec, max_file_no + 1, ready)
         self._files = LogFileWriter(
             fs, self.spec, self.pool, durable_writes=config.fsync is FsyncMode.FULL,
             active=active, position=recovery.last, min_epoch=min_epoch,
@@ -132,6 +132,12 @@ class LogWriter:
         path then only waits for a file when the pool runs dry. ``OSError`` if none can be
         made ready; the caller closes the writer."""
         self._files.activate()
+
+    def _new_pool(self, fs: FileSystem, spec: LogFileSpec, next_file_no: int,
+                  ready: Sequence[OpenLogFile]) -> ReadyFilePool:
+        """The pool of ready files; a seam the crash harness uses to shape when files come
+        back to be recycled."""
+        return ReadyFilePool(fs, spec, next_file_no, ready=ready)
 
     def _activated(self, file: OpenLogFile) -> None:
         self._active_known = _KnownFile(file.file_no, file.path, file.fd, 0)

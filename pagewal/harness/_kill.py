@@ -32,7 +32,15 @@ from .._errors import CorruptSegmentError
 from .._pager import WalPager
 from .._recovery import recover
 from .._wal import Wal
-from ._workload import Report, Verdict, commit_pages, run_writers, txn_id_for, verify
+from ._workload import (
+    SMALL_LOG_FILE,
+    Report,
+    Verdict,
+    commit_pages,
+    run_writers,
+    txn_id_for,
+    verify,
+)
 
 _READY = "READY"
 
@@ -40,7 +48,7 @@ _READY = "READY"
 def _wal_workload(db_path: str, *, seed: int, run: int, threads: int,
                   report: Callable[[int, int], None]) -> None:
     """Commit deterministic commits from ``threads`` threads until killed."""
-    with Wal.open(db_path, WalConfig.from_env()) as wal:
+    with Wal.open(db_path, WalConfig.from_env(log_file_bytes=SMALL_LOG_FILE)) as wal:
         print(_READY, flush=True)
 
         def writer(index: int) -> None:
@@ -57,7 +65,8 @@ def _pager_workload(db_path: str, *, seed: int, run: int, threads: int,
     """Transactions on a :class:`WalPager` with checkpoints running, until killed. Thread
     ``i`` writes only pages of its own region, so each region's state is a replay of a prefix
     of that thread's transactions whatever the interleaving."""
-    config = WalConfig.from_env(checkpoint_bytes=_PAGER_CHECKPOINT_BYTES)
+    config = WalConfig.from_env(checkpoint_bytes=_PAGER_CHECKPOINT_BYTES,
+                                log_file_bytes=SMALL_LOG_FILE)
     with WalPager.open(db_path, _PAGER_PAGE_SIZE, config) as pager:
         print(_READY, flush=True)
 
@@ -117,7 +126,8 @@ class _PagerChecker:
         self._history: list[list[int]] = [[] for _ in range(threads)]  # durable txns per writer
 
     def check(self, db_path: str, acked: dict[int, int], run: int) -> Verdict:
-        config = WalConfig.from_env(checkpoint_bytes=_PAGER_CHECKPOINT_BYTES)
+        config = WalConfig.from_env(checkpoint_bytes=_PAGER_CHECKPOINT_BYTES,
+                                log_file_bytes=SMALL_LOG_FILE)
         with WalPager.open(db_path, _PAGER_PAGE_SIZE, config) as pager:
             regions = [[pager.read(page_no) for page_no in range(i * _REGION, (i + 1) * _REGION)]
                        for i in range(self._threads)]

@@ -3,23 +3,27 @@ never caught a bug proves nothing. Never use these for data."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
 
+from .. import _layout, _logreader
 from .._chain import RecoveryResult
 from .._checkpoint import CheckpointResult
-from .._codec import ChainPosition, Commit
+from .._codec import ChainPosition, Commit, SegmentHeader
 from .._config import WalConfig
-from .._fs import FileSystem
+from .._errors import CorruptSegmentError
+from .._fs import Buffer, FileSystem
 from .._lanes import Lane
-from .._layout import LogFiles
+from .._layout import LogFileHeader, LogFiles, ShutdownMarker
 from .._pager import WalPager
 from .._sequencer import Progress, Sequencer
 from .._stats import Ticket
 from .._wal import Wal, _PlacedEpoch, _SealedEpoch
-from .._writer import LogWriter, WriteTimes
+from .._writer import LogWriter, Placement, WriteTimes
 
 
 class _NoDirectorySync:
@@ -51,8 +55,11 @@ class _NoFsyncOf:
 
 
 class SkipsDirectoryFsync(Wal):
-    """Makes log files ready without fsyncing their directory: a power loss can undo a new
-    file's name, and with it the acknowledged commits written into the file."""
+    """Publishes into a log file whose directory entry is not yet durable: files are made
+    ready without fsyncing their directory, so a power loss can undo a new file's name, and
+    with it the acknowledged commits written into the file."""
+
+    REOPENS_AS_ITSELF = True  # the harness reopens crashed states with this class too
 
     def _new_writer(self, fs: FileSystem, files: LogFiles, config: WalConfig,
                     recovery: RecoveryResult) -> LogWriter:
@@ -176,13 +183,142 @@ class HighWaterMarkDurability(Wal):
         pass
 
 
+class _OutOfOrderSequencer(Sequencer[threading.Lock]):
+    """An epoch that completes is acknowledged at once, with every earlier one still in
+    flight: the durable position jumps to it (no prefix rule)."""
+
+    def completed(self, epoch: int) -> Progress[threading.Lock]:
+        if epoch <= self.durable.epoch:
+            return Progress(None, ())  # already acknowledged before its write completed
+        for earlier in [e for e in self._pending if e < epoch]:
+            commit_seq_hi, _ = self._pending[earlier]
+            self._pending[earlier] = (commit_seq_hi, True)  # not written: taken as done
+        return super().completed(epoch)
+
+
+class AcksOutOfPrefixOrder(Wal):
+    """Acknowledges an epoch whose write completed before an earlier epoch's: the earlier
+    one's commits, and its own, are reported durable while the earlier write is still in
+    flight (a power loss then leaves a hole before acknowledged commits).
+
+    Completion out of order is made to happen, not hoped for: epoch 3's write is handed to
+    a thread of its own that waits until a later epoch's write has completed (or close
+    begins), while the log goes on sealing and writing later epochs."""
+
+    _HELD = 3
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._gate = threading.Condition(threading.Lock())
+        self._later_done = False
+        self._held: threading.Thread | None = None
+        super().__init__(*args, **kwargs)
+
+    def _new_sequencer(self, durable: ChainPosition) -> Sequencer[threading.Lock]:
+        return _OutOfOrderSequencer(durable, inflight_limit=self._config.inflight_epochs)
+
+    def _write_and_complete(self, placed: _PlacedEpoch) -> bool:
+        epoch = placed.sealed.epoch
+        if epoch == self._HELD:
+            self._held = threading.Thread(target=self._write_when_overtaken, args=(placed,),
+                                          daemon=True)
+            self._held.start()
+            return True
+        done = super()._write_and_complete(placed)
+        if epoch > self._HELD:
+            with self._gate:
+                self._later_done = True
+                self._gate.notify_all()
+        return done
+
+    def _write_when_overtaken(self, placed: _PlacedEpoch) -> None:
+        with self._gate:
+            while not self._later_done:
+                self._gate.wait()
+        super()._write_and_complete(placed)
+
+    def close(self) -> None:
+        with self._gate:
+            self._later_done = True
+            self._gate.notify_all()
+        if self._held is not None:
+            self._held.join()
+        super().close()
+
+
+class _ZeroAckedLogWriter(LogWriter):
+    def encode(self, header: SegmentHeader, placement: Placement, body: Sequence[Buffer], *,
+               acked_epoch: int) -> list[Buffer]:
+        return super().encode(header, placement, body, acked_epoch=0)
+
+
+class LeavesAckedEpochZero(Wal):
+    """Writes ``acked_epoch = 0`` in every segment header (Pebble PR #6031's bug): nothing
+    on disk proves an epoch was acknowledged, so damage to an acknowledged segment with later
+    segments after it reads as a torn tail and its commits are silently dropped."""
+
+    REOPENS_AS_ITSELF = True  # the harness reopens crashed states with this class too
+
+    def _new_writer(self, fs: FileSystem, files: LogFiles, config: WalConfig,
+                    recovery: RecoveryResult) -> LogWriter:
+        return _ZeroAckedLogWriter(fs, files, config, recovery)
+
+
+class AppendsAfterTornTail(Wal):
+    """After a crash, continues in the file it was writing, at the end of the valid chain
+    (over the torn tail), instead of in a fresh file whose header durably discards it."""
+
+    REOPENS_AS_ITSELF = True  # the harness reopens crashed states with this class too
+
+    def _new_writer(self, fs: FileSystem, files: LogFiles, config: WalConfig,
+                    recovery: RecoveryResult) -> LogWriter:
+        scan = recovery.log_scan
+        if scan is not None and scan.end is not None and not scan.clean_shutdown:
+            recovery = attrs.evolve(recovery, log_scan=attrs.evolve(scan, clean_shutdown=True))
+        return super()._new_writer(fs, files, config, recovery)
+
+
+def _identity_ignoring_salt_and_file_no(
+    header: SegmentHeader | ShutdownMarker, file_header: LogFileHeader, path: str, offset: int
+) -> None:
+    if header.log_id != file_header.log_id:
+        raise CorruptSegmentError(path, offset + 56, "a segment of another log")
+
+
+@contextlib.contextmanager
+def stale_segment_reader() -> Iterator[None]:
+    """While active, every log reader of this process (recovery, the pager's checkpoints)
+    checks only a segment's log id, not its file_no and salt: a segment from a recycled
+    file's earlier life, or from another file, is taken for this file's own."""
+    with _LAX_READER_LOCK:
+        # _logreader imported the check by name: both module attributes are swapped.
+        saved = (_layout.check_identity, _logreader.check_identity)  # type: ignore[attr-defined]
+        _layout.check_identity = _identity_ignoring_salt_and_file_no
+        _logreader.check_identity = _identity_ignoring_salt_and_file_no  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            _layout.check_identity = saved[0]
+            _logreader.check_identity = saved[1]  # type: ignore[attr-defined]
+
+
+_LAX_READER_LOCK = threading.Lock()
+
+
 MUTANTS: dict[str, type[Wal]] = {
     "skips-directory-fsync": SkipsDirectoryFsync,
     "acks-before-fsync": AcksBeforeFsync,
     "commit-straddles-epochs": CommitStraddlesEpochs,
     "high-water-mark-durability": HighWaterMarkDurability,
+    "acks-out-of-prefix-order": AcksOutOfPrefixOrder,
+    "appends-after-torn-tail": AppendsAfterTornTail,
+    "leaves-acked-epoch-zero": LeavesAckedEpochZero,
 }
 """Each broken log, by the name ``pagewal crash-test --mutant`` takes."""
+
+READER_MUTANTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
+    "accepts-stale-segment": stale_segment_reader,
+}
+"""Each broken reader: while its context is active, the harness's recoveries use it."""
 
 
 class CheckpointSkipsDataFsync(WalPager):

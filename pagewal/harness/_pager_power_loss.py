@@ -10,6 +10,7 @@ within S, and no torn, partial or foreign page may appear. Checkpoints run both 
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 
@@ -18,7 +19,17 @@ from .._errors import BrokenLogError, CorruptSegmentError, InvalidPageError
 from .._pager import WalPager
 from ._power_loss import AckTracker, PowerLossReport
 from ._simfs import Fault, SimulatedFileSystem, crash_states
-from ._workload import PAGE_RANGE, Report, crash_points, run_then_close, txn_id_for
+from ._workload import (
+    PAGE_RANGE,
+    SMALL_LOG_FILE,
+    RecyclingWal,
+    Report,
+    crash_points,
+    log_files_written,
+    recycled_log_files,
+    run_then_close,
+    txn_id_for,
+)
 
 DB_PATH = "/simulated/store.db"
 PAGE_SIZE = 512  # one sector: a torn data-file write tears between pages, and states stay few
@@ -31,16 +42,17 @@ def pager_commit_pages(seed: int, txn_id: int) -> dict[int, bytes]:
 
 
 def default_pager_config() -> WalConfig:
-    """Short epochs and the smallest automatic-checkpoint threshold."""
+    """Short epochs, the smallest automatic-checkpoint threshold and the smallest log files:
+    checkpoints hand filled files back to be recycled while the workload runs."""
     return WalConfig(lanes=2, epoch_interval_ms=1, lane_capacity_bytes=8192, fsync="full",
-                     checkpoint_bytes=64 << 10)
+                     checkpoint_bytes=64 << 10, log_file_bytes=SMALL_LOG_FILE)
 
 
 def run_pager_power_loss(
     *,
     seed: int,
     threads: int = 3,
-    commits_per_thread: int = 6,
+    commits_per_thread: int = 20,
     checkpoint_every: int = 3,
     config: WalConfig | None = None,
     faults: tuple[Fault, ...] = (),
@@ -52,12 +64,16 @@ def run_pager_power_loss(
     config = config or default_pager_config()
     rng = random.Random(seed)
     fs = SimulatedFileSystem(faults=faults)
-    pager = pager_class.open(DB_PATH, PAGE_SIZE, config, fs=fs)
+    # Covered log files come back to be recycled as soon as the next file is needed (see
+    # RecyclingWal), so the search always covers a recycled file's old segments.
+    recycling: type[WalPager] = type(pager_class.__name__, (pager_class,),
+                                     {"_wal_class": RecyclingWal})
+    pager = recycling.open(DB_PATH, PAGE_SIZE, config, fs=fs)
     acks = AckTracker(pager.wal)
     fs.before_op = acks.observe
     transactions: dict[int, int] = {}  # commit_seq -> txn_id, for every staged commit
     lock = threading.Lock()
-    broken = False
+    broken: str | None = None
 
     def writer(index: int) -> None:
         nonlocal broken
@@ -76,23 +92,42 @@ def run_pager_power_loss(
                 acks.observe(fs.op_count())
                 if index == 0 and (counter + 1) % checkpoint_every == 0:
                     pager.checkpoint()
-            except BrokenLogError:
-                broken = True
+            except BrokenLogError as error:
+                broken = str(error)
                 return
 
-    broken = run_then_close(writer, threads, pager.close) or broken
+    def close() -> None:
+        # A last checkpoint covers every file but the active one: they are recycled.
+        try:
+            pager.checkpoint()
+        finally:
+            pager.close()
+
+    broken = run_then_close(writer, threads, close) or broken
     acks.observe(fs.op_count())
 
     points = crash_points(len(fs.ops), max_points, rng)
     figures = dict.fromkeys(("states", "verified", "lost", "partial", "failures"), 0)
     violations: list[str] = []
+    # Many crash states are byte for byte the same (a point before and after an operation
+    # that changed nothing durable); the store is reopened once per distinct state.
+    reopened: dict[bytes, tuple[int, dict[int, bytes]] | Exception] = {}
     for count, description, state in crash_states(fs.initial, fs.ops, points=points, rng=rng,
                                                   torn_samples=torn_samples):
         figures["states"] += 1
         where = f"seed {seed}, pager, crash after op {count}/{len(fs.ops)} ({description})"
         acked = acks.acked_by(count)
+        key = state_key(state)
+        if key not in reopened:
+            try:
+                reopened[key] = _reopen(state, config)
+            except (CorruptSegmentError, InvalidPageError) as error:
+                reopened[key] = error
         try:
-            problems = _check_state(state, config, seed, acked, transactions, figures)
+            outcome = reopened[key]
+            if isinstance(outcome, Exception):
+                raise outcome
+            problems = _check_state(outcome, seed, acked, transactions, figures)
         except (CorruptSegmentError, InvalidPageError) as error:
             figures["failures"] += 1
             problems = [f"reopening failed: {error}"]
@@ -102,17 +137,34 @@ def run_pager_power_loss(
         crash_points=len(fs.ops) + 1 if points is None else len(points), states=figures["states"],
         acked_commits=acks.count, acked_verified=figures["verified"], lost=figures["lost"],
         partial=figures["partial"], recovery_failures=figures["failures"],
-        reopened=figures["states"], broken_log=broken, violation_count=len(violations),
-        violations=Report.kept(violations), workload="pager")
+        reopened=len(reopened), broken_log=broken is not None,
+        broken_reason=broken or "", violation_count=len(violations),
+        violations=Report.kept(violations), workload="pager", log_files=log_files_written(fs.ops),
+        recycled=recycled_log_files(fs.ops))
 
 
-def _check_state(
-    state: dict[str, bytes], config: WalConfig, seed: int, acked: dict[int, int],
-    transactions: dict[int, int], figures: dict[str, int],
-) -> list[str]:
+def state_key(state: dict[str, bytes]) -> bytes:
+    """A digest of a crash state: its file names and contents."""
+    digest = hashlib.blake2b(digest_size=20)
+    for path in sorted(state):
+        digest.update(path.encode() + b"\0" + len(state[path]).to_bytes(8, "little"))
+        digest.update(state[path])
+    return digest.digest()
+
+
+def _reopen(state: dict[str, bytes], config: WalConfig) -> tuple[int, dict[int, bytes]]:
+    """Open the store in ``state``: where its durable chain ends, and every page."""
     with WalPager.open(DB_PATH, PAGE_SIZE, config, fs=SimulatedFileSystem(state)) as pager:
         durable = pager.wal.durable_position.commit_seq
         pages = {page_no: pager.read(page_no) for page_no in range(PAGE_RANGE)}
+    return durable, pages
+
+
+def _check_state(
+    reopened: tuple[int, dict[int, bytes]], seed: int, acked: dict[int, int],
+    transactions: dict[int, int], figures: dict[str, int],
+) -> list[str]:
+    durable, pages = reopened
     problems = []
     missing = [seq for seq in acked if seq > durable]
     figures["lost"] += len(missing)

@@ -22,10 +22,21 @@ from .._recovery import recover
 from .._stats import Ticket
 from .._wal import Wal
 from ._simfs import Fault, SimulatedFileSystem, crash_states
-from ._workload import Report, commit_pages, crash_points, run_then_close, txn_id_for, verify
+from ._workload import (
+    SMALL_LOG_FILE,
+    Report,
+    commit_pages,
+    crash_points,
+    log_files_written,
+    recycled_log_files,
+    run_then_close,
+    txn_id_for,
+    verify,
+)
 
 DB_PATH = "/simulated/db"
 _WAIT_SECONDS = 0.5
+_TORN_REOPENS = 5
 
 
 class AckTracker:
@@ -74,29 +85,35 @@ class PowerLossReport(Report):
     reopened: int
     broken_log: bool
     workload: str = "wal"
+    broken_reason: str = ""  # what the log said when it broke
+    log_files: int = 0  # log files that received segments
+    recycled: int = 0  # times a covered log file was recycled under a new number
 
     def summary(self) -> list[str]:
         """The figures, one line each."""
         return [
             f"power loss ({self.workload}): seed {self.seed}, {self.operations} file operations, "
-            f"{self.crash_points} crash points, {self.states} crash states tried",
+            f"{self.crash_points} crash points, {self.states} crash states tried; segments in "
+            f"{self.log_files} log files, {self.recycled} recycled",
             f"  acked commits {self.acked_commits}, verified {self.acked_verified} times across "
             f"states; lost = {self.lost}, partial = {self.partial}, recovery failures = "
             f"{self.recovery_failures}, reopened and continued {self.reopened}"
-            + (", log broke on an injected fault" if self.broken_log else ""),
+            + (f", log broke: {self.broken_reason}" if self.broken_log else ""),
         ]
 
 
 def default_config() -> WalConfig:
-    """Small lanes and a short epoch: many epochs, overflow onto the serialized path."""
-    return WalConfig(lanes=2, epoch_interval_ms=1, lane_capacity_bytes=8192, fsync="full")
+    """Small lanes and a short epoch: many epochs, overflow onto the serialized path. The
+    smallest log files (64 KiB): they fill and the log moves on to the next ones."""
+    return WalConfig(lanes=2, epoch_interval_ms=1, lane_capacity_bytes=8192, fsync="full",
+                     log_file_bytes=SMALL_LOG_FILE)
 
 
 def run_power_loss(
     *,
     seed: int,
     threads: int = 3,
-    commits_per_thread: int = 6,
+    commits_per_thread: int = 12,
     config: WalConfig | None = None,
     wal_class: type[Wal] = Wal,
     faults: Sequence[Fault] = (),
@@ -116,7 +133,7 @@ def run_power_loss(
     wal = wal_class.open(DB_PATH, config, fs=fs)
     acks = AckTracker(wal)
     fs.before_op = acks.observe
-    broken = False
+    broken: str | None = None
 
     def writer(index: int) -> None:
         nonlocal broken
@@ -128,8 +145,8 @@ def run_power_loss(
                 # The real log is waited on as users do (no timeout: committers may lead);
                 # a broken variant may wedge an epoch, so its writers give up and go on.
                 wal.wait_durable(ticket, timeout=None if wal_class is Wal else _WAIT_SECONDS)
-            except BrokenLogError:
-                broken = True
+            except BrokenLogError as error:
+                broken = str(error)
                 return
             except TimeoutError:
                 continue  # unacknowledged; go on so a later epoch can follow a stuck one
@@ -139,7 +156,8 @@ def run_power_loss(
     acks.observe(fs.op_count())
 
     points = crash_points(len(fs.ops), max_points, rng)
-    figures = dict.fromkeys(("states", "verified", "lost", "partial", "failures", "reopened"), 0)
+    figures = dict.fromkeys(("states", "verified", "lost", "partial", "failures", "reopened",
+                             "torn_reopened"), 0)
     violations: list[str] = []
     for count, description, state in crash_states(fs.initial, fs.ops, points=points, rng=rng,
                                                   torn_samples=torn_samples):
@@ -160,26 +178,35 @@ def run_power_loss(
         figures["lost"] += verdict.lost
         figures["partial"] += verdict.partial
         violations.extend(f"{where}: {v}" for v in verdict.violations)
-        if not verdict.violations and figures["states"] % reopen_every == 0:
+        # Reopen every so often, and the first few times the log ended in a torn tail.
+        torn = result.torn_tail is not None and figures["torn_reopened"] < _TORN_REOPENS
+        if not verdict.violations and (figures["states"] % reopen_every == 0 or torn):
+            figures["torn_reopened"] += torn
             figures["reopened"] += 1
             violations.extend(f"{where}: after reopen: {v}"
-                              for v in _reopen_and_continue(state_fs, config, seed, result))
+                              for v in _reopen_and_continue(
+                                  state_fs, config, seed, result,
+                                  wal_class if getattr(wal_class, "REOPENS_AS_ITSELF", False)
+                                  else Wal))
     return PowerLossReport(
         seed=seed, operations=len(fs.ops),
         crash_points=len(fs.ops) + 1 if points is None else len(points), states=figures["states"],
         acked_commits=acks.count, acked_verified=figures["verified"], lost=figures["lost"],
         partial=figures["partial"], recovery_failures=figures["failures"],
-        reopened=figures["reopened"], broken_log=broken, violation_count=len(violations),
-        violations=Report.kept(violations),
+        reopened=figures["reopened"], broken_log=broken is not None,
+        broken_reason=broken or "", violation_count=len(violations),
+        violations=Report.kept(violations), log_files=log_files_written(fs.ops),
+        recycled=recycled_log_files(fs.ops),
     )
 
 
 def _reopen_and_continue(
-    fs: SimulatedFileSystem, config: WalConfig, seed: int, before: RecoveryResult
+    fs: SimulatedFileSystem, config: WalConfig, seed: int, before: RecoveryResult,
+    wal_class: type[Wal] = Wal,
 ) -> list[str]:
     """Open the crashed state, commit once more, and check the chain continues."""
     txn = txn_id_for(1, 0, 0)
-    with Wal.open(DB_PATH, config, fs=fs) as wal:
+    with wal_class.open(DB_PATH, config, fs=fs) as wal:
         ticket = wal.commit(commit_pages(seed, txn), txn_id=txn, timeout=60)
     if ticket.commit_seq != before.last_commit_seq + 1:
         return [f"reopened log assigned seq {ticket.commit_seq}, expected "
@@ -187,4 +214,13 @@ def _reopen_and_continue(
     after = recover(DB_PATH, fs=fs)
     if after.last_commit_seq != ticket.commit_seq:
         return [f"recovery after reopen ends at {after.last_commit_seq}, not {ticket.commit_seq}"]
-    return list(verify(after, seed=seed, acked={ticket.commit_seq: txn}).violations)
+    problems = list(verify(after, seed=seed, acked={ticket.commit_seq: txn}).violations)
+    # DESIGN §4: after a crash the log never appends to the file it was writing; a fresh
+    # file's header is what durably discards the torn tail beyond the end.
+    scan, written = before.log_scan, after.log_scan
+    if (scan is not None and not scan.clean_shutdown and scan.end is not None
+            and written is not None and written.segments
+            and written.segments[-1].path == scan.end.path):
+        problems.append(f"the reopened log appended to {scan.end.path}, the file it ended in "
+                        f"after a crash (at offset {scan.end.offset}), not to a fresh file")
+    return problems

@@ -4,7 +4,15 @@ The model follows what LazyFS, ALICE and SQLite's crash VFS test:
 
 * File data written but not fsynced may, at a power loss, be kept, lost, or torn at 512-byte
   sector granularity (some sectors new, the rest old; an extended file keeps its new size with
-  the lost sectors reading as zeros).
+  the lost sectors reading as zeros). That holds for overwrites of bytes that were already
+  durable too (a preallocated file written in place): the sector reads old or new, never a
+  mix within one sector.
+* Writes not yet durable persist independently of each other: of several writes in flight at
+  once (``pwritev_dsync`` calls that have not returned, or plain writes not yet fsynced), any
+  subset may survive, a later one without an earlier one.
+* ``pwritev_dsync`` (``pwritev2(RWF_DSYNC)``) makes its own byte range durable when it returns,
+  not the rest of the file: it is logged as a write and, after the lock was let go so other
+  threads' writes can come in between, a ``dsync`` of that range.
 * Creates, renames and unlinks not followed by an fsync of their directory may be undone. They
   are journaled in order (like ext4's ordered mode): a crash keeps a prefix of them.
 * fsynced data and fsynced directory entries survive.
@@ -41,11 +49,13 @@ Buffer = bytes | bytearray | memoryview
 class Op:
     """One mutating operation, as logged. ``data`` holds written bytes (writes only)."""
 
-    kind: str  # create | write | fsync | fsync_failed | rename | unlink | fsync_dir
+    kind: str  # create | write | dsync | fsync | fsync_failed | rename | unlink | fsync_dir
     path: str
     target: str = ""
     offset: int = 0
     data: bytes = b""
+    inode: int = 0  # write, dsync, fsync: the file written (a descriptor outlives renames)
+    length: int = 0  # dsync: the bytes made durable from ``offset``
 
 
 @attrs.frozen
@@ -54,9 +64,11 @@ class Fault:
 
     ``op`` is one of ``writev``, ``pwritev``, ``fsync``, ``fsync_dir``, ``rename``,
     ``open_for_write``, ``unlink``.
-    ``short_write=True`` (``writev``/``pwritev`` only) writes half the bytes instead of failing.
+    ``short_write=True`` (``writev``/``pwritev`` only) writes about half the bytes instead of
+    failing, cut at a sector boundary (a write of one sector or less is written whole).
     ``repeat=True`` fails every call from the ``nth`` on. ``path``, if given, limits the fault
-    (and its call count) to paths ending with it, e.g. ``".db"`` for a pager's data file.
+    (and its call count) to paths ending with it, e.g. ``".db"`` for a pager's data file (a
+    descriptor's writes and syncs go by the name its file has at the time).
     """
 
     op: str
@@ -72,6 +84,8 @@ class _Inode:
     durable: bytes = b""
     current: bytearray = attrs.Factory(bytearray)
     poisoned: bool = False  # a failed fsync dropped dirty data: later fsyncs persist nothing
+    # Writes not yet durable, in order: (offset, data). Any subset may survive a power loss.
+    pending: list[tuple[int, bytes]] = attrs.Factory(list)
 
 
 @attrs.frozen
@@ -104,9 +118,11 @@ class DiskModel:
         if op.kind == "create":
             self.create(op.path)
         elif op.kind == "write":
-            self.write(op.path, op.offset, op.data)
+            self.write(op.path, op.offset, op.data, inode=op.inode)
+        elif op.kind == "dsync":
+            self.dsync(op.path, op.offset, op.length, inode=op.inode)
         elif op.kind in ("fsync", "fsync_failed"):
-            self.fsync(op.path, failed=op.kind == "fsync_failed")
+            self.fsync(op.path, failed=op.kind == "fsync_failed", inode=op.inode)
         elif op.kind == "rename":
             self.rename(op.path, op.target)
         elif op.kind == "unlink":
@@ -127,18 +143,43 @@ class DiskModel:
         else:
             self._inodes[inode].current = bytearray()
 
-    def write(self, path: str, offset: int, data: bytes) -> None:
-        content = self._inode(path).current
+    def inode_of(self, path: str) -> int:
+        """The inode ``path`` names now (what a descriptor opened on it keeps)."""
+        self._inode(path)  # raises if missing
+        return self.current[path]
+
+    def write(self, path: str, offset: int, data: bytes, *, inode: int = 0) -> None:
+        node = self._inodes[inode] if inode else self._inode(path)
+        content = node.current
         if len(content) < offset:
             content.extend(bytes(offset - len(content)))
         content[offset : offset + len(data)] = data
+        node.pending.append((offset, data))
 
-    def fsync(self, path: str, *, failed: bool = False) -> None:
-        inode = self._inode(path)
+    def dsync(self, path: str, offset: int, length: int, *, inode: int = 0) -> None:
+        """The range ``offset .. offset + length`` of the file is durable (and its size, if
+        the write extended it); the file's other unsynced writes are not."""
+        node = self._inodes[inode] if inode else self._inode(path)
+        if node.poisoned:
+            return
+        durable = bytearray(node.durable)
+        end = offset + length
+        if len(durable) < end:
+            durable.extend(bytes(end - len(durable)))
+        durable[offset:end] = node.current[offset:end]
+        node.durable = bytes(durable)
+        for index, (start, data) in enumerate(node.pending):
+            if start == offset and len(data) == length:
+                del node.pending[index]
+                break
+
+    def fsync(self, path: str, *, failed: bool = False, inode: int = 0) -> None:
+        node = self._inodes[inode] if inode else self._inode(path)
         if failed:
-            inode.poisoned = True
-        elif not inode.poisoned:
-            inode.durable = bytes(inode.current)
+            node.poisoned = True
+        elif not node.poisoned:
+            node.durable = bytes(node.current)
+            node.pending.clear()
 
     def rename(self, source: str, target: str) -> None:
         inode = self.current.pop(source, None)
@@ -158,6 +199,9 @@ class DiskModel:
 
     def read(self, path: str) -> bytes:
         return bytes(self._inode(path).current)
+
+    def read_inode(self, inode: int) -> bytes:
+        return bytes(self._inodes[inode].current)
 
     def size(self, path: str) -> int:
         return len(self._inode(path).current)
@@ -235,6 +279,30 @@ class DiskModel:
                 subset = sorted(rng.sample(sectors, rng.randint(1, len(sectors) - 1)))
                 choices.append((f"torn sectors {len(subset)}/{len(sectors)} random",
                                 torn(subset)))
+        choices.extend(DiskModel._write_subsets(inode))
+        return choices
+
+    @staticmethod
+    def _write_subsets(inode: _Inode, window: int = 3) -> list[tuple[str, bytes]]:
+        """Writes in flight together persist independently: with the earlier pending writes
+        kept, every proper, non-empty subset of the last ``window`` of them (a later write
+        durable, an earlier one lost, among others)."""
+        pending = inode.pending
+        if len(pending) < 2:
+            return []
+        first = max(0, len(pending) - window)
+        last = pending[first:]
+        choices = []
+        for mask in range(1, (1 << len(last)) - 1):
+            content = bytearray(inode.durable)
+            chosen = pending[:first] + [w for i, w in enumerate(last) if mask >> i & 1]
+            for offset, data in chosen:
+                if len(content) < offset + len(data):
+                    content.extend(bytes(offset + len(data) - len(content)))
+                content[offset : offset + len(data)] = data
+            kept = [first + i + 1 for i in range(len(last)) if mask >> i & 1]
+            choices.append((f"of {len(pending)} writes in flight only {kept} persisted",
+                            bytes(content)))
         return choices
 
 
@@ -275,7 +343,7 @@ class SimulatedFileSystem(FileSystem):
         self.calls: dict[str, int] = {}
         self._fault_calls: dict[int, int] = {}
         self._lock = threading.RLock()
-        self._fds: dict[int, tuple[str, int]] = {}  # fd -> (path, position)
+        self._fds: dict[int, tuple[str, int, int]] = {}  # fd -> (path, position, inode)
         self._next_fd = itertools.count(1000)
         self._locks: set[str] = set()
         self.before_op: Callable[[int], None] | None = None
@@ -309,65 +377,69 @@ class SimulatedFileSystem(FileSystem):
                 raise ForeignFileError(
                     ((path, "a file (left over, or put there by someone else) is already there"),))
             self._log(Op("create", path))
-            fd = next(self._next_fd)
-            self._fds[fd] = (path, 0)
-            return fd
+            return self._open(path)
 
     def open_for_sync(self, path: str) -> int:
         with self._lock:
-            self.model.size(path)  # raises if missing
-            fd = next(self._next_fd)
-            self._fds[fd] = (path, 0)
-            return fd
+            return self._open(path)
 
     def open_for_update(self, path: str) -> int:
         with self._lock:
             if path not in self.model.current:
                 self._maybe_fail("open_for_write", path)
                 self._log(Op("create", path))
-            fd = next(self._next_fd)
-            self._fds[fd] = (path, 0)
-            return fd
+            return self._open(path)
 
     def file_size(self, fd: int) -> int:
         with self._lock:
-            return self.model.size(self._fds[fd][0])
+            return len(self.model.read_inode(self._fds[fd][2]))
 
     def max_file_size(self, fd: int) -> int:
         return self.file_size_limit
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         with self._lock:
-            return self.model.read(self._fds[fd][0])[offset : offset + size]
+            return self.model.read_inode(self._fds[fd][2])[offset : offset + size]
 
     def writev(self, fd: int, buffers: Sequence[Buffer]) -> int:
         with self._lock:
-            path, position = self._fds[fd]
-            written = self._write("writev", path, position, buffers)
-            self._fds[fd] = (path, position + written)
+            path, position, inode = self._fds[fd]
+            written = self._write("writev", fd, position, buffers)
+            self._fds[fd] = (path, position + written, inode)
             return written
 
     def pwritev(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
         with self._lock:
-            return self._write("pwritev", self._fds[fd][0], offset, buffers)
+            return self._write("pwritev", fd, offset, buffers)
 
     def pwritev_dsync(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
-        """A write then an fsync of the file, as two logged operations (faults: ``writev``
-        for the write, ``fsync`` for the sync)."""
+        """``pwritev2(RWF_DSYNC)``: a write, then a ``dsync`` of just its range, as two logged
+        operations with the lock let go between them, so that writes of other threads can be
+        in flight at the same time and complete in either order (faults: ``writev`` for the
+        write, ``fsync`` for the sync)."""
         with self._lock:
-            written = self._write("writev", self._fds[fd][0], offset, buffers)
-            self.fsync(fd)
+            written = self._write("writev", fd, offset, buffers)
+        with self._lock:
+            _, _, inode = self._fds[fd]
+            path = self._name(fd)
+            try:
+                self._maybe_fail("fsync", path)
+            except OSError:
+                self._log(Op("fsync_failed", path, inode=inode))
+                raise
+            self._log(Op("dsync", path, offset=offset, inode=inode, length=written))
             return written
 
     def fsync(self, fd: int) -> None:
         with self._lock:
-            path, _ = self._fds[fd]
+            _, _, inode = self._fds[fd]
+            path = self._name(fd)
             try:
                 self._maybe_fail("fsync", path)
             except OSError:
-                self._log(Op("fsync_failed", path))
+                self._log(Op("fsync_failed", path, inode=inode))
                 raise
-            self._log(Op("fsync", path))
+            self._log(Op("fsync", path, inode=inode))
 
     def close(self, fd: int) -> None:
         with self._lock:
@@ -409,17 +481,17 @@ class SimulatedFileSystem(FileSystem):
                 return None
             self._locks.add(path)
             fd = next(self._next_fd)
-            self._fds[fd] = (path, 0)
+            self._fds[fd] = (path, 0, 0)
             return fd
 
     def check_lock(self, handle: int, path: str) -> None:
         with self._lock:
-            if self._fds.get(handle, ("", 0))[0] != path or path not in self._locks:
+            if self._fds.get(handle, ("", 0, 0))[0] != path or path not in self._locks:
                 raise FileNotFoundError(errno.ENOENT, "the lock was released", path)
 
     def unlock(self, handle: int) -> None:
         with self._lock:
-            path, _ = self._fds.pop(handle)
+            path, _, _ = self._fds.pop(handle)
             self._locks.discard(path)
 
     def real_path(self, path: str) -> str:
@@ -431,12 +503,29 @@ class SimulatedFileSystem(FileSystem):
 
     # ---------------------------------------------------------------- internals
 
-    def _write(self, name: str, path: str, offset: int, buffers: Sequence[Buffer]) -> int:
+    def _open(self, path: str) -> int:
+        inode = self.model.inode_of(path)  # raises if missing
+        fd = next(self._next_fd)
+        self._fds[fd] = (path, 0, inode)
+        return fd
+
+    def _name(self, fd: int) -> str:
+        """The name a descriptor's file has now (faults match it): the one it was opened
+        under may have been renamed since."""
+        path, _, inode = self._fds[fd]
+        if self.model.current.get(path) == inode:
+            return path
+        return next((p for p, i in self.model.current.items() if i == inode), path)
+
+    def _write(self, name: str, fd: int, offset: int, buffers: Sequence[Buffer]) -> int:
+        _, _, inode = self._fds[fd]
+        path = self._name(fd)
         data = b"".join(bytes(b) for b in buffers)
         fault = self._maybe_fail(name, path)
         if fault is not None and fault.short_write:
-            data = data[: max(1, len(data) // 2)]
-        self._log(Op("write", path, offset=offset, data=data))
+            # The kernel stops a write at a sector (page) boundary, never inside one sector.
+            data = data[: max(SECTOR, len(data) // 2 // SECTOR * SECTOR)]
+        self._log(Op("write", path, offset=offset, data=data, inode=inode))
         return len(data)
 
     def _log(self, op: Op) -> None:

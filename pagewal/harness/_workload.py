@@ -7,18 +7,29 @@ compared byte for byte, even after a ``kill -9`` lost the report of it.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
 from .._chain import RecoveryResult
+from .._config import WalConfig
 from .._errors import BrokenLogError
+from .._fs import FileSystem
+from .._layout import LogFiles
+from .._logfiles import LogFileSpec, OpenLogFile, ReadyFilePool
+from .._wal import Wal
+from .._writer import LogWriter
+from ._simfs import Op
 
 _MAX_REPORTED = 20
 PAGE_RANGE = 48  # few pages, so later commits overwrite earlier ones and order matters
 MAX_IMAGE = 1500
+SMALL_LOG_FILE = 64 << 10
+"""The smallest log file a config allows: workloads fill files, roll over and recycle them."""
 
 
 def run_writers(writer: Callable[[int], None], threads: int, *, daemon: bool = True) -> None:
@@ -33,14 +44,17 @@ def run_writers(writer: Callable[[int], None], threads: int, *, daemon: bool = T
         worker.join()
 
 
-def run_then_close(writer: Callable[[int], None], threads: int, close: Callable[[], None]) -> bool:
-    """Run the writers, then ``close`` the log or pager; True if closing reported it broken."""
+def run_then_close(
+    writer: Callable[[int], None], threads: int, close: Callable[[], None]
+) -> str | None:
+    """Run the writers, then ``close`` the log or pager; why closing said it was broken, or
+    None."""
     run_writers(writer, threads)
     try:
         close()
-    except BrokenLogError:
-        return True
-    return False
+    except BrokenLogError as error:
+        return str(error)
+    return None
 
 
 def crash_points(op_count: int, max_points: int | None, rng: random.Random) -> Sequence[int] | None:
@@ -143,3 +157,74 @@ def verify(result: RecoveryResult, *, seed: int, acked: Mapping[int, int]) -> Ve
         violations.append("recovered pages differ from a replay of commits 1..S in seq order")
     return Verdict(recovered_commits=len(commits), acked_verified=verified, lost=lost,
                    partial=partial, violations=tuple(violations))
+
+
+class _PromptlyRecyclingPool(ReadyFilePool):
+    """A pool to which covered files come back just as the writer takes the next ready one.
+
+    The pool recycles a file handed back only when it has no file ready (otherwise it deletes
+    it), and it makes the next file ready as soon as one is taken, so which happens depends on
+    thread timing. This pool holds files handed back until the next :meth:`take` and hands
+    them over in the same step that empties the ready list: the pool's thread then always
+    recycles (a new number and salt over old segments), the case the harness must search.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._parked: list[tuple[str, int | None]] = []
+        super().__init__(*args, **kwargs)
+
+    def recycle(self, files: Sequence[tuple[str, int | None]]) -> None:
+        with self._cv:
+            self._parked.extend(files)
+
+    def take(self) -> OpenLogFile:
+        with self._cv:
+            if self._parked and self._ready and self._error is None:
+                taken = self._ready.pop(0)
+                self._retired.extend(self._parked)
+                self._parked = []
+                self._cv.notify_all()
+                return taken
+        return super().take()
+
+    def close(self) -> None:
+        # Files still held are handed over with the ready ones set aside (they stay on disk,
+        # READY, for the next open): the pool's thread recycles them before it stops.
+        with self._cv:
+            if self._parked and self._error is None:
+                for spare in self._ready:
+                    with contextlib.suppress(OSError):
+                        self._fs.close(spare.fd)
+                self._ready = []
+                self._retired.extend(self._parked)
+                self._parked = []
+                self._cv.notify_all()
+        super().close()
+
+
+class _RecyclingLogWriter(LogWriter):
+    def _new_pool(self, fs: FileSystem, spec: LogFileSpec, next_file_no: int,
+                  ready: Sequence[OpenLogFile]) -> ReadyFilePool:
+        return _PromptlyRecyclingPool(fs, spec, next_file_no, ready=ready)
+
+
+class RecyclingWal(Wal):
+    """The log, with covered files recycled whenever a checkpoint hands them back (see
+    :class:`_PromptlyRecyclingPool`); on disk and in every rule it is the log itself."""
+
+    def _new_writer(self, fs: FileSystem, files: LogFiles, config: WalConfig,
+                    recovery: RecoveryResult) -> LogWriter:
+        return _RecyclingLogWriter(fs, files, config, recovery)
+
+
+def recycled_log_files(ops: Sequence[Op]) -> int:
+    """How many times a log file was recycled (renamed from one log file name to another) in
+    an operation log."""
+    return sum(1 for op in ops if op.kind == "rename" and "-wal-" in op.path
+               and not op.path.endswith(".tmp") and "-wal-" in op.target)
+
+
+def log_files_written(ops: Sequence[Op], alignment: int = 4096) -> int:
+    """How many distinct log files received a segment (a write past the file header)."""
+    return len({op.inode for op in ops if op.kind == "write" and op.offset >= alignment
+                and "-wal-" in op.path})
