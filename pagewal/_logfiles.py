@@ -209,7 +209,10 @@ class ReadyFilePool:
                     return
                 retired = self._retired.pop(0) if self._retired else None
                 file_no = self._next_file_no
-                recycle = len(self._ready) < max(self._ahead, self._takers)
+                # A handed-back file is recycled while fewer than ahead + 1 files are ready (so
+                # a log that checkpoints reuses its files instead of zero-filling new ones);
+                # beyond that it is deleted.
+                recycle = len(self._ready) < max(self._ahead + 1, self._takers)
                 if retired is None or recycle:
                     self._next_file_no += 1
             try:

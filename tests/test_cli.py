@@ -152,7 +152,6 @@ def test_a_bad_variable_is_one_line_and_exit_status_2(
 
 
 @pytest.mark.timeout(660)  # a busy machine stretches the campaign; its own timeout reports first
-@pytest.mark.xfail(reason=KILL_FINDING, strict=False)
 def test_crash_test_quick_configuration_passes_and_prints_its_figures(tmp_path: Path) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "pagewal", "crash-test", "--seed", "5", "--dir", str(tmp_path)],

@@ -271,7 +271,6 @@ def test_corruption_of_acknowledged_segments_raises_and_of_the_tail_reads_as_tor
     assert report.raised > 0 and report.torn_tails > 0
 
 
-@pytest.mark.xfail(reason=KILL_FINDING, strict=False)
 def test_kill_minus_nine_loses_no_acknowledged_commit(tmp_path: Path) -> None:
     report = run_kill_campaign(str(tmp_path), seed=51, kills=3, threads=4, max_delay=0.2)
     assert report.ok, report.lines()
@@ -281,7 +280,6 @@ def test_kill_minus_nine_loses_no_acknowledged_commit(tmp_path: Path) -> None:
         assert wal.recovery.last_commit_seq == report.recovered_commits
 
 
-@pytest.mark.xfail(reason=KILL_FINDING, strict=False)
 def test_kill_minus_nine_under_the_pager_loses_no_acknowledged_transaction(
     tmp_path: Path,
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -16,7 +16,7 @@ from .._checkpoint import CheckpointResult
 from .._codec import ChainPosition, Commit, SegmentHeader
 from .._config import WalConfig
 from .._errors import CorruptSegmentError
-from .._fs import Buffer, FileSystem
+from .._fs import FileSystem
 from .._lanes import Lane
 from .._layout import LogFileHeader, LogFiles, ShutdownMarker
 from .._pager import WalPager
@@ -246,9 +246,8 @@ class AcksOutOfPrefixOrder(Wal):
 
 
 class _ZeroAckedLogWriter(LogWriter):
-    def encode(self, header: SegmentHeader, placement: Placement, body: Sequence[Buffer], *,
-               acked_epoch: int) -> list[Buffer]:
-        return super().encode(header, placement, body, acked_epoch=0)
+    def header(self, placement: Placement, **fields: Any) -> SegmentHeader:
+        return super().header(placement, **{**fields, "acked_epoch": 0})
 
 
 class LeavesAckedEpochZero(Wal):

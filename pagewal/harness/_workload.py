@@ -177,7 +177,7 @@ class _PromptlyRecyclingPool(ReadyFilePool):
         with self._cv:
             self._parked.extend(files)
 
-    def take(self) -> OpenLogFile:
+    def take(self, *, counted: bool = True) -> OpenLogFile:
         with self._cv:
             if self._parked and self._ready and self._error is None:
                 taken = self._ready.pop(0)
@@ -185,7 +185,7 @@ class _PromptlyRecyclingPool(ReadyFilePool):
                 self._parked = []
                 self._cv.notify_all()
                 return taken
-        return super().take()
+        return super().take(counted=counted)
 
     def close(self) -> None:
         # Files still held are handed over with the ready ones set aside (they stay on disk,
