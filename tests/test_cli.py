@@ -27,12 +27,6 @@ from pagewal._layout import (
     parse_log_file_temp_name,
 )
 
-KILL_FINDING = (
-    "kill -9 on format 2 finds recovery failing on a live log's files: a segment inside the "
-    "acknowledged chain reads as damaged (body checksum, or records outside the header's "
-    "commit_seq range) while a later header records it acknowledged; an open bug in the "
-    "writer or the pager's checkpoint reads, not in the harness")
-
 
 def test_demo_runs_transactions_checkpoints_reopens_and_verifies_every_page(
     tmp_path: Path
