@@ -1,5 +1,6 @@
-"""Recovery reads and deletes only what is provably the log's own (format 1 segment files, made
-here with the version 1 encoders, and format 2 log files): a segment the checkpoint covers is deleted only after its header shows it is that segment, a temporary file only if it
+"""Recovery reads and deletes only what is provably the log's own (format 1 segment files,
+made here with the version 1 encoders, and format 2 log files): a segment the checkpoint
+covers is deleted only after its header shows it is that segment, a temporary file only if it
 is a regular file; a directory, symbolic link, fifo or socket at a log name is a typed error
 naming it; everything is checked before anything is deleted, and a cleanup cut short by a
 crash or an error is finished by the next recovery."""
