@@ -90,10 +90,6 @@ def test_a_checkpoint_numbered_near_2_64_is_a_typed_error_at_open(
         assert "no room to continue the log" in raised.value.reason
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: Wal.open on a log whose last epoch is MAX_POSITION raises a bare ValueError "
-    "('min_epoch 2**63 is beyond 2**63-1') from LogFileWriter activating the continuation "
-    "file, instead of opening and refusing the next commit with a typed error"))
 def test_a_log_at_the_largest_position_refuses_to_go_past_it_and_stays_readable(
     tmp_path: Path
 ) -> None:

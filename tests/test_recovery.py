@@ -832,11 +832,6 @@ def test_damage_to_the_newest_v2_segment_before_a_clean_shutdown_marker_is_an_er
     assert Path(info.value.path) == path
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: a log file creation cut short by a crash leaves <db>-wal-<n>.tmp; recovery "
-    "neither removes it nor numbers past it, and the pool's O_EXCL create of that same name "
-    "fails, so Wal.open raises ForeignFileError (or, when the file is needed later, every "
-    "commit fails with BrokenLogError) until someone deletes the leftover by hand"))
 def test_a_log_file_creation_cut_short_by_a_crash_does_not_stop_the_log(tmp_path: Path) -> None:
     db = tmp_path / "db"
     oracle, crashed = four_durable_commits(db, tmp_path / "crashed")
