@@ -175,7 +175,8 @@ def _read_log_files(
         start = ChainPosition(header.epoch, header.commit_seq_hi)
     if not paths or start.epoch >= target.epoch:
         return
-    for segment in scan_log_files(fs, paths, start, log_id=log_id).segments:
+    # The log is live: its pool may recycle a covered file between the listing and the read.
+    for segment in scan_log_files(fs, paths, start, log_id=log_id, skip_vanished=True).segments:
         if segment.header.epoch > target.epoch:
             break
         yield segment

@@ -617,15 +617,22 @@ def scan_log_files(
     log_id: bytes = NO_LOG_ID,
     skip_corrupt: bool = False,
     tolerate_foreign: bool = False,
+    skip_vanished: bool = False,
 ) -> LogScan:
     """Read the log files ``(path, file_no)`` through the file-system seam (large files are
     mapped, not copied) and :func:`scan_log` them. A path that is not a regular file raises
-    :class:`ForeignFileError` naming every such file (``tolerate_foreign``: left out)."""
+    :class:`ForeignFileError` naming every such file (``tolerate_foreign``: left out).
+    ``skip_vanished``: a file gone since it was listed (a live log recycled it: every segment
+    in it was covered by a checkpoint) is left out instead of raising ``FileNotFoundError``;
+    a file the chain needs that vanished still makes the chain fall short."""
     images: list[LogFileImage] = []
     foreign: list[tuple[str, str]] = []
     for path, file_no in paths:
         try:
             images.append(LogFileImage(path, file_no, fs.read_file(path)))
+        except FileNotFoundError:
+            if not skip_vanished:
+                raise
         except ForeignFileError as error:
             foreign += error.files
     if foreign and not tolerate_foreign:
