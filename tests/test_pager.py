@@ -706,6 +706,15 @@ def _log_files(db: Path) -> dict[str, bytes]:
             if p.name.startswith(f"{db.name}-wal-") and not p.name.endswith("-wal-lock")}
 
 
+def _store_files(db: Path) -> tuple[bytes, list[int]]:
+    """The checkpoint file's content and the epochs of the segments the log holds after it.
+    Not the log files themselves: every open activates one (rewriting its header) and the pool
+    creates ready ones; what must not change is the record and the segments it still needs.
+    (Nor the data file: a checkpoint that failed part way may have written pages into it,
+    which the log still holds.)"""
+    return (db.with_name(checkpoint_name(db.name)).read_bytes(), segments(db))
+
+
 def _store_with_unapplied_log(db: Path) -> dict[int, bytes]:
     """A store with a checkpoint and acknowledged commits after it left in the log (as a crash
     leaves them); returns the pages it holds."""
@@ -735,7 +744,7 @@ def test_a_checkpoint_failing_at_open_is_a_typed_error_and_read_only_serves_ever
 ) -> None:
     db = tmp_path / "store.db"
     expected = _store_with_unapplied_log(db)
-    before = _log_files(db)
+    before = _store_files(db)
     fs = _FaultyFileSystem(error)
     fs.fail[op] = lambda number, path: path.endswith(where)
     for _ in range(2):  # the same answer every time, never "reopen to replay"
@@ -744,7 +753,7 @@ def test_a_checkpoint_failing_at_open_is_a_typed_error_and_read_only_serves_ever
             WalPager.open(str(db), PAGE, DURABLE, fs=fs)
         assert isinstance(info.value.__cause__, OSError)
         assert info.value.__cause__.errno == error
-        assert _log_files(db) == before  # no segment deleted, the checkpoint unchanged
+        assert _store_files(db) == before  # no segment lost, the checkpoint unchanged
 
     reader_fs = RecordingFileSystem()
     with WalPager.open(str(db), PAGE, fs=reader_fs, read_only=True) as pager:
@@ -761,7 +770,7 @@ def test_a_checkpoint_failing_at_open_is_a_typed_error_and_read_only_serves_ever
             pager.wal  # noqa: B018
         assert pager.statistics().wal is None
     assert not [entry for entry in reader_fs.log if entry[0] in _MUTATING]
-    assert _log_files(db) == before
+    assert _store_files(db) == before
 
     with WalPager.open(str(db), PAGE, DURABLE) as pager:  # the fault is gone
         assert_store_equals(pager, expected, range(48))
@@ -796,15 +805,16 @@ def test_a_log_page_past_the_file_size_limit_fails_open_without_writing_it(
     # system, a lower RLIMIT_FSIZE): nothing is tried that would fail with EFBIG (or SIGXFSZ).
     db = tmp_path / "store.db"
     expected = _store_with_unapplied_log(db)
-    before = _log_files(db)
+    before = _store_files(db)
     fs = _FaultyFileSystem(errno.EIO, limit=40 * PAGE)
     with pytest.raises(CheckpointFailedError, match=r"page 40 is past .* 40 pages.*file system"
                        ) as info:
         WalPager.open(str(db), PAGE, DURABLE, fs=fs)
     assert isinstance(info.value.__cause__, OSError)
     assert info.value.__cause__.errno == errno.EFBIG
-    assert "pwritev" not in fs.counts  # the data file was not written
-    assert _log_files(db) == before
+    # The data file was not written (the log's own files are: the open activates one).
+    assert not [path for op, path in fs.log if op in ("pwritev", "writev") and path == str(db)]
+    assert _store_files(db) == before
     with WalPager.open(str(db), PAGE, fs=_FaultyFileSystem(errno.EIO, limit=40 * PAGE),
                        read_only=True) as pager:
         assert_store_equals(pager, expected, range(48))
@@ -851,7 +861,8 @@ def test_a_read_only_open_on_a_read_only_file_system_reads_without_the_lock(
 def test_data_file_write_errors_are_reported_with_errno(db_path: Path,
                                                          recording_fs: RecordingFileSystem
                                                          ) -> None:
-    recording_fs.fail["pwritev"] = lambda number, path: True
+    # Only the data file fails: the log's files are written with pwritev too.
+    recording_fs.fail["pwritev"] = lambda number, path: path == str(db_path)
     pager = WalPager.open(str(db_path), PAGE, FAST, fs=recording_fs)
     commit(pager, {0: image(0, 1)})
     with pytest.raises(BrokenLogError) as info:
