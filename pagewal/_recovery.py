@@ -351,14 +351,9 @@ def _raise_if_checkpoint_lost_v2(
     """With no checkpoint file and no version 1 segment, the version 2 files do not read as
     a log from its start: if the oldest active one continues a log that had commits, the
     checkpoint record was lost (as :func:`_raise_if_checkpoint_lost` says for segments)."""
-    for path, _ in sorted(log_paths, key=lambda item: item[1]):
-        try:
-            header = decode_file_header(fs.read_file(path), path)
-        except (CorruptSegmentError, OSError):
-            continue
-        if header.state is not FileState.ACTIVE:
-            continue
-        vouched = header.continues_from
+    start = _log_files_start(fs, log_paths)
+    if start is not None:
+        path, vouched = start
         if vouched == ChainPosition():
             return
         raise CheckpointMissingError(
@@ -369,6 +364,23 @@ def _raise_if_checkpoint_lost_v2(
             f"changed; rebuild the record with '{files.rebuild_command} --epoch "
             f"{vouched.epoch} --commit-seq {vouched.commit_seq}'",
             vouched) from error
+
+
+def _log_files_start(
+    fs: FileSystem, log_paths: list[tuple[str, int]]
+) -> tuple[str, ChainPosition] | None:
+    """The oldest readable active log file among ``log_paths`` (path, file_no) and the position
+    its header says the chain continues from; ``None`` when no file is active. Files before it
+    were recycled, which only a checkpoint covering them does (DESIGN §4.1), so that position
+    is at or before the last one checkpointed."""
+    for path, _ in sorted(log_paths, key=lambda item: item[1]):
+        try:
+            header = decode_file_header(fs.read_file(path), path)
+        except (CorruptSegmentError, OSError):
+            continue
+        if header.state is FileState.ACTIVE:
+            return path, header.continues_from
+    return None
 
 
 def first_segment_start(
@@ -571,6 +583,16 @@ def _rebuild(
             return CheckpointRebuild(path=path, record=found.record, written=True,
                                      reason=f"{found.damage}; both copies rewritten from it")
     vouched = _chained_start(files, fs, epochs)
+    source = (f"segment {files.segment_path(epochs[0])} (the first of {len(epochs)}, whose "
+              "headers chain)" if epochs else "")
+    if vouched is None and not epochs:
+        # Format 2: the oldest active log file's header records where the chain continues
+        # from; recovery then checks that its segments chain on from there.
+        log_paths = [(files.path(name), file_no) for name in names
+                     if (file_no := parse_log_file_name(files.db_name, name)) is not None]
+        start = _log_files_start(fs, log_paths)
+        if start is not None:
+            source, vouched = f"log file {start[0]} (the oldest active one)", start[1]
     if vouched is None:
         if position is None:
             raise CheckpointMissingError(
@@ -586,8 +608,7 @@ def _rebuild(
                 f"{vouched.epoch}, commit_seq {vouched.commit_seq}, not the epoch "
                 f"{position.epoch}, commit_seq {position.commit_seq} given; nothing was changed")
         position = vouched
-        why = (f"the record was {damage}; segment {files.segment_path(epochs[0])} (the first "
-               f"of {len(epochs)}, whose headers chain) continues from epoch {position.epoch}, "
+        why = (f"the record was {damage}; {source} continues from epoch {position.epoch}, "
                f"commit_seq {position.commit_seq}")
     record = CheckpointRecord(position=position, page_size=page_size or 0)
     write_checkpoint(files, fs, record)
