@@ -813,12 +813,18 @@ def test_a_checkpoint_failing_after_it_is_recorded_still_leaves_every_page_reada
     db = tmp_path / "store.db"
     expected = _store_with_unapplied_log(db)
     names = _log_files(db).keys()
+    record = db.with_name(checkpoint_name(db.name))
+    before = record.read_bytes()
     fs = _FaultyFileSystem(errno.EIO)
-    fs.fail["unlink"] = lambda number, path: "-wal-seg-" in path and not path.endswith(".tmp")
+    # Format 2 deletes no segment file: what can fail once the record is in place is the
+    # directory fsync that makes its rename durable (the covered log files are handed back
+    # to the pool only after it).
+    fs.fail["fsync_dir"] = lambda number, path: ("rename", str(record)) in fs.log
     with pytest.raises(CheckpointFailedError) as info:
         WalPager.open(str(db), PAGE, DURABLE, fs=fs)
     assert isinstance(info.value.__cause__, OSError)
-    assert _log_files(db).keys() == names  # the segments are kept; the checkpoint covers them
+    assert record.read_bytes() != before  # it failed after recording the checkpoint
+    assert names <= _log_files(db).keys()  # the log files are kept; the checkpoint covers them
     with WalPager.open(str(db), PAGE, read_only=True) as pager:
         assert_store_equals(pager, expected, range(48))
     with WalPager.open(str(db), PAGE, DURABLE) as pager:
