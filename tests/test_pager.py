@@ -21,6 +21,7 @@ from conftest import (
     RecordingFileSystem,
     wait_until,
 )
+from test_recovery import write_v1_segments
 
 import pagewal
 from pagewal import (
@@ -830,6 +831,33 @@ def test_a_checkpoint_failing_after_it_is_recorded_still_leaves_every_page_reada
     with WalPager.open(str(db), PAGE, DURABLE) as pager:
         assert_store_equals(pager, expected, range(48))
     assert not segments(db)
+
+
+def test_a_checkpoint_failing_after_it_is_recorded_keeps_a_format_1_logs_segments(
+    tmp_path: Path,
+) -> None:
+    # A format 1 log's segment files are still deleted once the record covers them: a failed
+    # unlink leaves them, and every page stays readable.
+    db = tmp_path / "store.db"
+    versions = ([0, 1, 2], [2, 40], [0])
+    write_v1_segments(db, [([(n, image(n, v)) for n in pages], None)
+                           for v, pages in enumerate(versions, start=1)])
+    expected = {n: image(n, v) for v, pages in enumerate(versions, start=1) for n in pages}
+    names = sorted(p.name for p in tmp_path.iterdir() if "-wal-seg-" in p.name)
+    assert len(names) == 3
+    fs = _FaultyFileSystem(errno.EIO)
+    fs.fail["unlink"] = lambda number, path: "-wal-seg-" in path and not path.endswith(".tmp")
+    with pytest.raises(CheckpointFailedError) as info:
+        WalPager.open(str(db), PAGE, DURABLE, fs=fs)
+    assert isinstance(info.value.__cause__, OSError)
+    assert ("rename", str(db.with_name(checkpoint_name(db.name)))) in fs.log  # recorded
+    assert sorted(p.name for p in tmp_path.iterdir() if "-wal-seg-" in p.name) == names
+    with WalPager.open(str(db), PAGE, read_only=True) as pager:
+        assert_store_equals(pager, expected, range(48))
+    with WalPager.open(str(db), PAGE, DURABLE) as pager:
+        assert_store_equals(pager, expected, range(48))
+    assert not segments(db)
+    assert not [p for p in tmp_path.iterdir() if "-wal-seg-" in p.name]
 
 
 def test_a_log_page_past_the_file_size_limit_fails_open_without_writing_it(
