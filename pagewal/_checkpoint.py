@@ -176,7 +176,8 @@ def _read_log_files(
     if not paths or start.epoch >= target.epoch:
         return
     # The log is live: its pool may recycle a covered file between the listing and the read.
-    for segment in scan_log_files(fs, paths, start, log_id=log_id, skip_vanished=True).segments:
+    for segment in scan_log_files(fs, paths, start, log_id=log_id, skip_vanished=True,
+                                  through=target).segments:
         if segment.header.epoch > target.epoch:
             break
         yield segment

@@ -320,9 +320,15 @@ def scan_log(
     log_id: bytes = NO_LOG_ID,
     skip_corrupt: bool = False,
     tolerate_foreign: bool = False,
+    through: ChainPosition | None = None,
 ) -> LogScan:
     """Walk a log's version 2 files from ``start`` and judge its end (see the module's
     docstring for the rules).
+
+    ``through``: read a live log only as far as this durable position (a checkpoint of an
+    open log). Once the chain reaches it nothing after it is judged: bytes being written
+    beyond it are read at different moments, so no torn-tail or damage verdict about them
+    could be sound, and none is needed.
 
     ``images``: the log's files, in any order. ``start``: the position the chain continues
     from (the checkpoint's, or the end of the version 1 segments after it). ``log_id``: the
@@ -341,6 +347,11 @@ def scan_log(
         if f.role is None:
             f.role = (FileRole.COVERED if f.file_no < walked.first_file_no else
                       FileRole.STALE if f.file_no < end_file_no else FileRole.AFTER_END)
+    if through is not None and position.epoch >= through.epoch:
+        return LogScan(
+            log_id=log_id, start=start, last=position, segments=tuple(walked.segments),
+            files=tuple(f.info() for f in files), end=None, torn_tail=None,
+            clean_shutdown=False, max_epoch_seen=position.epoch)
 
     # Everything beyond the end: the rest of the file it is in, and every later active file.
     evidence: list[Evidence] = []
@@ -618,6 +629,7 @@ def scan_log_files(
     skip_corrupt: bool = False,
     tolerate_foreign: bool = False,
     skip_vanished: bool = False,
+    through: ChainPosition | None = None,
 ) -> LogScan:
     """Read the log files ``(path, file_no)`` through the file-system seam (large files are
     mapped, not copied) and :func:`scan_log` them. A path that is not a regular file raises
@@ -638,4 +650,4 @@ def scan_log_files(
     if foreign and not tolerate_foreign:
         raise ForeignFileError(tuple(foreign))
     return scan_log(images, start, log_id=log_id, skip_corrupt=skip_corrupt,
-                    tolerate_foreign=tolerate_foreign)
+                    tolerate_foreign=tolerate_foreign, through=through)

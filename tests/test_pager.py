@@ -192,11 +192,6 @@ def test_an_exception_inside_the_transaction_discards_its_writes(db_path: Path) 
         assert pager.read(2) == image(2, 1)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "library bug (a race, so not strict): a checkpoint reading the live log while later epochs "
-    "are written judges what lies beyond its target; an epoch still being written next to a "
-    "written later one that records it as acknowledged raises CorruptSegmentError ('an "
-    "acknowledged epoch is missing or damaged') and the pager breaks (BrokenLogError)"))
 def test_readers_never_see_a_torn_or_partial_commit_while_checkpoints_run(
     db_path: Path, background: Background
 ) -> None:
