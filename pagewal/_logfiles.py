@@ -125,7 +125,7 @@ class ReadyFilePool:
         self._floor = 0  # files numbered below it are never handed out (see make_now)
         self._ready: list[OpenLogFile] = sorted(ready, key=lambda f: f.file_no)
         self._retired: list[tuple[str, int | None]] = []  # (path, open fd or None)
-        self._error: OSError | None = None
+        self._error: BaseException | None = None
         self._takers = 0  # threads waiting in take()
         self._stop = False
         self.waits = 0  # takes that found no file ready (DESIGN §6)
@@ -223,10 +223,14 @@ class ReadyFilePool:
                     made = self._recycle(retired[0], retired[1], file_no)
                 else:
                     made = self._create(file_no, self._spec.capacity)
-            except OSError as error:
+            except BaseException as error:
+                # An OSError is the disk's (the writer breaks the log with it); anything else
+                # is a bug, reported the same way: a waiting take() must never wait forever.
                 with self._cv:
                     self._error = error
                     self._cv.notify_all()
+                if not isinstance(error, OSError):
+                    raise
                 return
             with self._cv:
                 if made.file_no < self._floor:  # made while make_now() went ahead of it
