@@ -171,7 +171,10 @@ def recovery_benchmark(directory: str, gib: float) -> dict[str, float]:
                             for _ in range(16)])
             written += 64 * 16 * (PAGE_SIZE + 40)
         wal.flush()
-    names = [n for n in os.listdir(directory) if "-wal-seg-" in n]
+    # The log's files, either format (recover() reads every one of them, spares included).
+    prefix = os.path.basename(db) + "-wal-"
+    names = [n for n in os.listdir(directory)
+             if n.startswith(prefix) and not n.endswith((".tmp", "-lock", "-checkpoint"))]
     size = sum(os.path.getsize(os.path.join(directory, n)) for n in names)
     began = time.perf_counter()
     for name in names:
