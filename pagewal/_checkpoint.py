@@ -41,7 +41,6 @@ from ._layout import (
     SEGMENT_HEADER_SIZE,
     CheckpointRecord,
     LogFiles,
-    parse_log_file_name,
     segment_epochs,
 )
 from ._logreader import scan_log_files
@@ -165,10 +164,7 @@ def _read_log_files(
 ) -> Iterator[DecodedSegment]:
     """The format 2 segments after the format 1 ones, through ``target`` (read with the log
     reader, which checks each one's identity and chain)."""
-    names = fs.listdir(files.directory)
-    paths = sorted(((files.path(name), file_no) for name in names
-                    if (file_no := parse_log_file_name(files.db_name, name)) is not None),
-                   key=lambda item: item[1])
+    paths = files.log_file_paths(fs.listdir(files.directory))
     start = base
     if v1_epochs:  # the format 1 segments come first; the scan starts where they end
         header = read_segment_header(files, fs, v1_epochs[-1])

@@ -271,6 +271,13 @@ class LogFiles:
     def log_file_path(self, file_no: int) -> str:
         return self.path(log_file_name(self.db_name, file_no))
 
+    def log_file_paths(self, names: Iterable[str]) -> list[tuple[str, int]]:
+        """``(path, file_no)`` of this log's format 2 files among directory entries
+        ``names``, by file number."""
+        return sorted(((self.path(name), file_no) for name in names
+                       if (file_no := parse_log_file_name(self.db_name, name)) is not None),
+                      key=lambda item: item[1])
+
     @property
     def lock_path(self) -> str:
         return self.path(lock_name(self.db_name))

@@ -255,9 +255,8 @@ def _read_chain(
     log_id = checkpoint.record.log_id if checkpoint else NO_LOG_ID
     scan: LogScan | None = None
     not_ours = {path for path, _ in survey.foreign}  # left out (tolerate_foreign only)
-    log_paths = [(files.path(name), file_no) for name in names
-                 if (file_no := parse_log_file_name(files.db_name, name)) is not None
-                 and files.path(name) not in not_ours]
+    log_paths = [(path, file_no) for path, file_no in files.log_file_paths(names)
+                 if path not in not_ours]
     if log_paths and skipped:
         skipped += [SkippedSegment(path, 0, "follows a corrupt segment in the chain")
                     for path, _ in log_paths]
@@ -588,9 +587,7 @@ def _rebuild(
     if vouched is None and not epochs:
         # Format 2: the oldest active log file's header records where the chain continues
         # from; recovery then checks that its segments chain on from there.
-        log_paths = [(files.path(name), file_no) for name in names
-                     if (file_no := parse_log_file_name(files.db_name, name)) is not None]
-        start = _log_files_start(fs, log_paths)
+        start = _log_files_start(fs, files.log_file_paths(names))
         if start is not None:
             source, vouched = f"log file {start[0]} (the oldest active one)", start[1]
     if vouched is None:
