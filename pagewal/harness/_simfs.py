@@ -420,26 +420,26 @@ class SimulatedFileSystem(FileSystem):
         with self._lock:
             written = self._write("writev", fd, offset, buffers)
         with self._lock:
-            _, _, inode = self._fds[fd]
-            path = self._name(fd)
-            try:
-                self._maybe_fail("fsync", path)
-            except OSError:
-                self._log(Op("fsync_failed", path, inode=inode))
-                raise
+            path, inode = self._sync_or_fail(fd)
             self._log(Op("dsync", path, offset=offset, inode=inode, length=written))
             return written
 
     def fsync(self, fd: int) -> None:
         with self._lock:
-            _, _, inode = self._fds[fd]
-            path = self._name(fd)
-            try:
-                self._maybe_fail("fsync", path)
-            except OSError:
-                self._log(Op("fsync_failed", path, inode=inode))
-                raise
+            path, inode = self._sync_or_fail(fd)
             self._log(Op("fsync", path, inode=inode))
+
+    def _sync_or_fail(self, fd: int) -> tuple[str, int]:
+        """A sync of ``fd`` about to be logged: its path and inode, or the injected fault
+        (logged as ``fsync_failed``). Called with the lock held."""
+        _, _, inode = self._fds[fd]
+        path = self._name(fd)
+        try:
+            self._maybe_fail("fsync", path)
+        except OSError:
+            self._log(Op("fsync_failed", path, inode=inode))
+            raise
+        return path, inode
 
     def close(self, fd: int) -> None:
         with self._lock:
