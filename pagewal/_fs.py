@@ -35,9 +35,9 @@ from ._errors import ForeignFileError, LogLockedError
 from ._layout import TEMP_SUFFIX
 
 try:
-    _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
+    IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
 except (AttributeError, OSError, ValueError):  # pragma: no cover - non-POSIX
-    _IOV_MAX = 1024
+    IOV_MAX = 1024
 
 Buffer = bytes | bytearray | memoryview
 _MAX_OFFSET = (1 << 63) - 1  # the largest file offset (off_t)
@@ -465,7 +465,7 @@ def write_all(
     pending = [memoryview(b).cast("B") for b in buffers if len(b)]
     total = 0
     while pending:
-        batch = pending[:_IOV_MAX]
+        batch = pending[:IOV_MAX]
         if offset is None:
             written = fs.writev(fd, batch)
         elif dsync:

@@ -14,15 +14,15 @@ first used, so idle lanes (and ring slots a log never reaches) cost nothing.
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 import attrs
 
 from ._codec import Commit, encode_commit_into
 
 
-@attrs.define(eq=False)  # not frozen: built once per lane per seal, and never changed
-class LaneSnapshot:
-    """What one lane staged in a sealed epoch."""
+class LaneSnapshot(NamedTuple):
+    """What one lane staged in a sealed epoch (a tuple: built per lane per seal)."""
 
     body: memoryview
     records: int
@@ -82,8 +82,7 @@ class Lane:
         """Hand off what is staged and start the next epoch in the next buffer of the ring."""
         buffer = self._buffers[self._current]
         body = buffer[: self.used] if buffer is not None else memoryview(b"")
-        snapshot = LaneSnapshot(body=body, records=self.records, commits=self.commits,
-                                shadow=self._shadow)
+        snapshot = LaneSnapshot(body, self.records, self.commits, self._shadow)
         self._current = (self._current + 1) % len(self._buffers)
         self.used = 0
         self.records = 0

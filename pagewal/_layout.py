@@ -673,8 +673,11 @@ def _pack_segment_header(
     head = _SEGMENT_HEADER.pack(
         SEGMENT_MAGIC, LOG_FORMAT_VERSION, flags, epoch, record_count, lane_count, 0,
         commit_seq_lo, commit_seq_hi, prev_epoch, body_length, log_id, file_no, salt,
-        acked_epoch, bytes(24), body_crc)
+        acked_epoch, _RESERVED_24, body_crc)
     return head + _CRC.pack(crc32c.crc32c(head))
+
+
+_RESERVED_24: Final = bytes(24)
 
 
 def segment_span(body_length: int, alignment: int) -> int:
@@ -689,32 +692,53 @@ def encode_segment_v2(
     """The buffers of one version 2 segment, for one vectored write at an aligned offset:
     its header (body CRC32C and header CRC32C computed here), ``body_buffers`` themselves
     (not copied; their lengths add up to ``header.body_length``) and zero padding, so that
-    the total is ``segment_span(header.body_length, alignment)``."""
+    the total is ``segment_span(header.body_length, alignment)``. Checks what
+    :func:`segment_buffers` takes on trust."""
     if header.version != LOG_FORMAT_VERSION:
         raise ValueError(f"a version {header.version} header goes into a segment file of its "
                          "own, not a log file")
     problem = _alignment_problem(alignment)
     if problem is not None:
         raise ValueError(problem)
-    body_crc = 0
-    length = 0
-    for buffer in body_buffers:
-        body_crc = crc32c.crc32c(buffer, body_crc)
-        length += memoryview(buffer).nbytes
+    length = sum(memoryview(buffer).nbytes for buffer in body_buffers)
     if length != header.body_length:
         raise ValueError(f"the body buffers hold {length} bytes, the header says "
                          f"{header.body_length}")
-    encoded = _pack_segment_header(
-        flags=header.flags, epoch=header.epoch, record_count=header.record_count,
-        lane_count=header.lane_count, commit_seq_lo=header.commit_seq_lo,
-        commit_seq_hi=header.commit_seq_hi, prev_epoch=header.prev_epoch,
-        body_length=header.body_length, log_id=header.log_id, file_no=header.file_no,
-        salt=header.salt, acked_epoch=header.acked_epoch, body_crc=body_crc)
-    buffers: list[Buffer] = [encoded, *body_buffers]
-    padding = segment_span(length, alignment) - SEGMENT_HEADER_SIZE - length
+    return segment_buffers(
+        body_buffers, alignment, flags=header.flags, epoch=header.epoch,
+        record_count=header.record_count, lane_count=header.lane_count,
+        commit_seq_lo=header.commit_seq_lo, commit_seq_hi=header.commit_seq_hi,
+        prev_epoch=header.prev_epoch, body_length=header.body_length, log_id=header.log_id,
+        file_no=header.file_no, salt=header.salt, acked_epoch=header.acked_epoch)
+
+
+def segment_buffers(
+    body_buffers: Sequence[Buffer], alignment: int, *, flags: int, epoch: int,
+    record_count: int, lane_count: int, commit_seq_lo: int, commit_seq_hi: int,
+    prev_epoch: int, body_length: int, log_id: bytes, file_no: int, salt: int,
+    acked_epoch: int,
+) -> list[Buffer]:
+    """:func:`encode_segment_v2` for the log's own writer, on its commit path: the fields
+    come from the log's state (the same bounds hold), ``body_length`` is the sum of the
+    body's byte lengths and ``alignment`` the file's, so nothing is checked twice; a field
+    out of its range still fails (``struct.error``), never writing a wrong header."""
+    body_crc = 0
+    for buffer in body_buffers:
+        body_crc = crc32c.crc32c(buffer, body_crc)
+    head = _pack_segment_header(
+        flags=flags, epoch=epoch, record_count=record_count, lane_count=lane_count,
+        commit_seq_lo=commit_seq_lo, commit_seq_hi=commit_seq_hi, prev_epoch=prev_epoch,
+        body_length=body_length, log_id=log_id, file_no=file_no, salt=salt,
+        acked_epoch=acked_epoch, body_crc=body_crc)
+    buffers: list[Buffer] = [head, *body_buffers]
+    padding = -(SEGMENT_HEADER_SIZE + body_length) % alignment
     if padding:
-        buffers.append(bytes(padding))
+        buffers.append(_ZEROS[:padding] if padding <= len(_ZEROS) else bytes(padding))
     return buffers
+
+
+_ZEROS: Final = memoryview(bytes(64 << 10))
+"""Padding is sliced from here (read only, never written) rather than allocated per segment."""
 
 
 @attrs.frozen

@@ -196,21 +196,29 @@ class Sequencer(Generic[Token]):
         it passes are handed back. A broken sequencer acknowledges nothing."""
         if self._broken is not None:
             return Progress(None, ())
-        entry = self._pending.get(epoch)
+        pending = self._pending
+        entry = pending.get(epoch)
         if entry is None or entry[1]:
             raise SequencerError(f"epoch {epoch} completed but is not in flight")
-        self._pending[epoch] = (entry[0], True)
-        durable = self._durable
-        for pending_epoch, (commit_seq_hi, done) in list(self._pending.items()):
+        pending[epoch] = (entry[0], True)
+        # The run of completed epochs at the front (dicts keep insertion order, and epochs
+        # are sealed ascending) joins the durable prefix; usually just this epoch.
+        last_epoch = last_seq = 0
+        while pending:
+            oldest = next(iter(pending))
+            commit_seq_hi, done = pending[oldest]
             if not done:
-                break  # dicts keep insertion order, and epochs are sealed ascending
-            del self._pending[pending_epoch]
-            durable = ChainPosition(pending_epoch, commit_seq_hi)
-        if durable == self._durable:
-            return Progress(None, ())
-        self._durable = durable
-        ready = [e for e in self._waiters if e <= durable.epoch]
-        return Progress(durable, tuple(t for e in ready for t in self._waiters.pop(e)))
+                break
+            del pending[oldest]
+            last_epoch, last_seq = oldest, commit_seq_hi
+        if not last_epoch:
+            return Progress(None, ())  # an earlier epoch is still being written
+        durable = self._durable = ChainPosition(last_epoch, last_seq)
+        waiters = self._waiters
+        if not waiters:
+            return Progress(durable, ())
+        ready = [e for e in waiters if e <= last_epoch]
+        return Progress(durable, tuple(t for e in ready for t in waiters.pop(e)))
 
     # ------------------------------------------------------------------ waiters
 

@@ -47,7 +47,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Literal
 
 import attrs
@@ -112,6 +112,32 @@ def _checked_timeout(timeout: float | None) -> float | None:
     return None if math.isinf(timeout) else float(timeout)
 
 
+class _AllLanesLocked:
+    """Holds every lane lock, taken in lane order (so two holders cannot deadlock) and
+    released in reverse. A plain context manager: a seal takes it once per epoch, and a
+    generator-based one costs several times as much."""
+
+    __slots__ = ("_locks",)
+
+    def __init__(self, lanes: list[Lane]) -> None:
+        self._locks = [lane.lock for lane in lanes]
+
+    def __enter__(self) -> None:
+        taken: list[threading.Lock] = []
+        try:
+            for lock in self._locks:
+                lock.acquire()
+                taken.append(lock)
+        except BaseException:
+            for lock in reversed(taken):
+                lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        for lock in reversed(self._locks):
+            lock.release()
+
+
 @attrs.define(eq=False)  # not frozen: one per epoch on the commit path, never changed
 class _SealedEpoch:
     epoch: int
@@ -167,6 +193,7 @@ class Wal:
         # Each lane keeps one buffer per epoch that may be in flight, plus the one staging.
         self._lanes = [Lane(i, config.lane_capacity_bytes, ring=config.inflight_epochs + 1)
                        for i in range(config.effective_lanes)]
+        self._every_lane = _AllLanesLocked(self._lanes)
         self._lane_counter = itertools.count()
         self._thread_lane = threading.local()
         self._max_batch_bytes = config.effective_max_batch_bytes
@@ -210,6 +237,7 @@ class Wal:
         self._sequencer = self._new_sequencer(recovery.last)
 
         self._space_cv = threading.Condition(threading.Lock())
+        self._space_waiting = 0  # guarded by _space_cv; a seal reads it racily (see _seal)
 
         # Owned by whoever holds _publish_lock: the ticker, or a committer leading its epoch.
         self._publish_lock = threading.Lock()
@@ -419,25 +447,31 @@ class Wal:
         (0 only checks). NaN and negative values raise :class:`ConfigError` (a negative value
         means "forever" to ``threading`` but "already expired" elsewhere, so it is refused).
         """
-        timeout = _checked_timeout(timeout)
-        self._check_ticket(ticket)
+        if timeout is not None:
+            timeout = _checked_timeout(timeout)
+        if ticket.log_id != self._log_id:
+            self._check_ticket(ticket)
         sequencer = self._sequencer
-        if sequencer.durable.epoch >= ticket.epoch:
+        epoch = ticket.epoch
+        if sequencer.durable.epoch >= epoch:
             return
+        # Without a timeout the caller may publish its own epoch (see _lead), and then often
+        # finds it durable on return: no waiter needed. With a timeout the ticker publishes,
+        # so a stalled disk cannot hold the caller past its timeout.
+        if self._note_waiter(epoch):
+            if timeout is None:
+                self._lead(epoch)
+                if sequencer.durable.epoch >= epoch:
+                    return
+            else:
+                self._request_seal()
         # Each waiter blocks on a lock of its own, released when its epoch is durable: one
         # wake-up per waiter, and no shared lock to re-acquire on the way out.
         waiter = threading.Lock()
         waiter.acquire()
         with self._durable_cv:
-            if not sequencer.add_waiter(ticket.epoch, waiter):  # raises if the log is broken
+            if not sequencer.add_waiter(epoch, waiter):  # raises if the log is broken
                 return
-        # Without a timeout the caller may publish its own epoch (see _lead); with one, the
-        # ticker publishes, so a stalled disk cannot hold the caller past its timeout.
-        if self._note_waiter(ticket.epoch):
-            if timeout is None:
-                self._lead(ticket.epoch)
-            else:
-                self._request_seal()
         if not waiter.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             with self._durable_cv:
                 sequencer.remove_waiter(ticket.epoch, waiter)
@@ -749,8 +783,11 @@ class Wal:
             seq = self._take_seq()
             epoch = self._open_epoch
             first = seq == self._epoch_first_seq
-            with self._failure_breaks_the_log(seq):
+            try:
                 lane.append(commit, seq, shadow_copy=copy)
+            except BaseException as error:
+                self._staging_failed(seq, error)
+                raise
         self._after_stage(first)
         return Ticket(seq, epoch, self._log_id)
 
@@ -770,7 +807,7 @@ class Wal:
                     self._fallbacks[reason.value] += 1
                     seq = self._take_seq()
                     epoch = self._open_epoch
-                    with self._failure_breaks_the_log(seq):
+                    try:
                         encode_commit_into(chunk, 0, commit, commit_seq=seq,
                                            lane_id=lane.lane_id)
                         self._serial_chunks.append(chunk)
@@ -779,6 +816,9 @@ class Wal:
                         self._serial_commits += 1
                         if self._shadow_epoch:
                             lane.capture_shadow(seq, copy or detached(commit))
+                    except BaseException as error:
+                        self._staging_failed(seq, error)
+                        raise
                     first = seq == self._epoch_first_seq
                     break
                 waiting_for = self._open_epoch
@@ -789,25 +829,26 @@ class Wal:
         self._after_stage(first)
         return Ticket(seq, epoch, self._log_id)
 
-    @contextlib.contextmanager
-    def _failure_breaks_the_log(self, commit_seq: int) -> Iterator[None]:
+    def _staging_failed(self, commit_seq: int, error: BaseException) -> None:
         """A seq, once assigned, is never abandoned (DESIGN §1): if staging it fails anyway
         (an interrupt, a bug), the log breaks rather than publish an epoch with a gap."""
-        try:
-            yield
-        except BaseException as error:
-            self._break(f"staging commit {commit_seq} failed after its commit_seq was assigned "
-                        f"({error!r}); reopen the log", error)
-            raise
+        self._break(f"staging commit {commit_seq} failed after its commit_seq was assigned "
+                    f"({error!r}); reopen the log", error)
 
     def _wait_for_space(self, epoch: int) -> None:
         """Invariant 8: staging memory is full; wait for the seal of ``epoch`` to free it."""
         self._request_seal()
         with self._space_cv:
             sequencer = self._sequencer
-            while (self._open_epoch == epoch and not sequencer.closing
-                   and sequencer.broken is None):
-                self._space_cv.wait()
+            # Counted before the epoch is looked at: a seal moves the epoch on before it reads
+            # the count, so either it sees this waiter (and notifies) or this sees the seal.
+            self._space_waiting += 1
+            try:
+                while (self._open_epoch == epoch and not sequencer.closing
+                       and sequencer.broken is None):
+                    self._space_cv.wait()
+            finally:
+                self._space_waiting -= 1
         self._raise_if_unusable()
 
     def _after_stage(self, first_of_epoch: bool) -> None:
@@ -832,18 +873,9 @@ class Wal:
                 self._ticker_cv.notify()  # arm the flush-delay and quiet timers
             return complete
 
-    @contextlib.contextmanager
-    def _all_lanes_locked(self) -> Iterator[None]:
-        """Every lane lock, in lane order (a seal's cost; no ExitStack on this path)."""
-        taken = 0
-        try:
-            for lane in self._lanes:
-                lane.lock.acquire()
-                taken += 1
-            yield
-        finally:
-            for lane in self._lanes[:taken]:
-                lane.lock.release()
+    def _all_lanes_locked(self) -> _AllLanesLocked:
+        """Every lane lock, in lane order (a seal's cost)."""
+        return self._every_lane
 
     def _shadow_sampled(self, epoch: int) -> bool:
         if self._config.mode is Mode.SHADOW_COMPARE:
@@ -937,11 +969,13 @@ class Wal:
     def _seal_and_place(self) -> _PlacedEpoch | None:
         """Seal the open epoch and give its segment a place; the caller holds
         ``_publish_lock``. None if nothing was staged or the log is broken."""
-        with self._durable_cv:
-            # Invariant 3's window: at most inflight_epochs sealed epochs beyond the durable
-            # prefix (a reader relies on it to tell damage from a torn tail, DESIGN §4).
-            while not self._sequencer.can_seal() and self._sequencer.broken is None:
-                self._durable_cv.wait()
+        sequencer = self._sequencer
+        if not sequencer.can_seal():  # only a seal, which we are, makes it False again
+            with self._durable_cv:
+                # Invariant 3's window: at most inflight_epochs sealed epochs beyond the durable
+                # prefix (a reader relies on it to tell damage from a torn tail, DESIGN §4).
+                while not sequencer.can_seal() and sequencer.broken is None:
+                    self._durable_cv.wait()
         sealed = self._seal()
         if sealed is None or self._sequencer.broken is not None:
             return None
@@ -1037,7 +1071,7 @@ class Wal:
     def _seal(self) -> _SealedEpoch | None:
         """Close the open epoch: swap every lane's buffer and open the next epoch."""
         started = time.perf_counter()
-        with self._all_lanes_locked():
+        with self._every_lane:
             lo, hi = self._epoch_first_seq, self._next_seq - 1
             if hi < lo:
                 return None
@@ -1048,16 +1082,28 @@ class Wal:
                             f"continue the log past {MAX_POSITION}; nothing of it was written",
                             OverflowError("commit_seq or epoch beyond 2**63-1"))
                 return None
+            epoch = self._open_epoch
+            body: list[memoryview] = []
+            records = commits = 0
+            shadow: list[tuple[int, int, Commit]] | None = [] if self._shadow_epoch else None
             # Only lanes that staged something move on in their ring: a lane's buffer is
             # reused only after inflight_epochs + 1 of its own seals (see _lanes).
-            snapshots = [lane.swap() for lane in self._lanes if lane.has_staged]
-            serial_chunks, serial_records = self._serial_chunks, self._serial_records
-            commits = sum(s.commits for s in snapshots) + self._serial_commits
-            epoch = self._open_epoch
-            shadow = ([item for s in snapshots for item in s.shadow] if self._shadow_epoch
-                      else None)
-            self._serial_chunks = []
-            self._serial_bytes = self._serial_records = self._serial_commits = 0
+            for lane in self._lanes:
+                if lane.has_staged:
+                    snapshot = lane.swap()
+                    if snapshot.records:
+                        body.append(snapshot.body)
+                    records += snapshot.records
+                    commits += snapshot.commits
+                    if shadow is not None:
+                        shadow.extend(snapshot.shadow)
+            serialized = bool(self._serial_chunks)
+            if serialized:
+                body += self._serial_chunks
+                records += self._serial_records
+                commits += self._serial_commits
+                self._serial_chunks = []
+                self._serial_bytes = self._serial_records = self._serial_commits = 0
             self._epoch_first_seq = hi + 1
             # The epoch after a sampled one is compared too: if this one diverges, commits
             # already staged in the next one on the parallel path must not go unchecked.
@@ -1072,17 +1118,16 @@ class Wal:
                 self._open_epoch = epoch + 1
                 self._open_waiters = 0
                 self._epoch_opened_at = self._clock()
-        with self._space_cv:
-            self._space_cv.notify_all()
+        if self._space_waiting:
+            with self._space_cv:
+                self._space_cv.notify_all()
         if commits != hi - lo + 1:  # pragma: no cover - a staging bug; never publish a gap
             self._break(f"epoch {epoch} staged {commits} commits for seqs {lo}..{hi}",
                         AssertionError("dense commit_seq"))
             return None
         return _SealedEpoch(
-            epoch=epoch, prev_epoch=prev_epoch, commit_seq_lo=lo, commit_seq_hi=hi,
-            body=[s.body for s in snapshots if s.records] + serial_chunks,
-            record_count=sum(s.records for s in snapshots) + serial_records,
-            serialized=bool(serial_chunks), shadow=shadow,
+            epoch=epoch, prev_epoch=prev_epoch, commit_seq_lo=lo, commit_seq_hi=hi, body=body,
+            record_count=records, serialized=serialized, shadow=shadow,
             seal_seconds=time.perf_counter() - started)
 
     def _place(self, sealed: _SealedEpoch) -> _PlacedEpoch | None:
@@ -1105,13 +1150,12 @@ class Wal:
         self._segment_ends.append(ChainPosition(sealed.epoch, sealed.commit_seq_hi))
         # DESIGN §4: what was acknowledged when this epoch was sealed is the evidence a reader
         # uses to tell damage to an acknowledged epoch from a torn tail.
-        header = self._writer.header(
-            placement, epoch=sealed.epoch, record_count=record_count,
+        buffers = self._writer.segment(
+            placement, body, epoch=sealed.epoch, record_count=record_count,
             lane_count=len(self._lanes), commit_seq_lo=sealed.commit_seq_lo,
             commit_seq_hi=sealed.commit_seq_hi, prev_epoch=sealed.prev_epoch,
             body_length=body_length, flags=SEGMENT_FLAG_SERIALIZED if serialized else 0,
             acked_epoch=self._sequencer.acked_epoch)
-        buffers = self._writer.encode(header, body)
         return _PlacedEpoch(sealed, placement, buffers, record_count)
 
     def _write_and_complete(self, placed: _PlacedEpoch) -> bool:
@@ -1131,22 +1175,7 @@ class Wal:
             self._unsynced = True  # fsynced by the ticker loop within an interval
             with self._ticker_cv:  # a leading committer wrote: arm the sync timer
                 self._ticker_cv.notify()
-        with self._durable_cv:
-            counters = self._counters
-            counters.epochs_sealed += 1
-            counters.records_written += placed.record_count
-            counters.bytes_written += placed.placement.span
-            if times.durable:
-                counters.fsync_count += 1
-                counters.fsync_seconds_total += times.seconds
-                counters.fsync_seconds_max = max(counters.fsync_seconds_max, times.seconds)
-                counters.last_epoch_fsync_seconds = times.seconds
-            else:
-                counters.write_seconds_total += times.seconds
-                counters.last_epoch_write_seconds = times.seconds
-            counters.seal_seconds_total += sealed.seal_seconds
-            counters.last_epoch_seal_seconds = sealed.seal_seconds
-        self._mark_durable(sealed)
+        self._mark_durable(placed, times)
         return True
 
     def _write_segment(self, placed: _PlacedEpoch) -> WriteTimes:
@@ -1203,10 +1232,29 @@ class Wal:
         self._last_sync_at = self._clock()
         return True
 
-    def _mark_durable(self, sealed: _SealedEpoch) -> None:
-        """The segment of ``sealed`` is published: tell the sequencer, which extends the
-        durable prefix (invariant 3), and release the waiters it hands back."""
+    def _mark_durable(self, placed: _PlacedEpoch, times: WriteTimes | None = None) -> None:
+        """The segment of ``placed`` is published (its write took ``times``): count it, tell
+        the sequencer, which extends the durable prefix (invariant 3), and release the waiters
+        it hands back, all in one round trip of ``_durable_cv``."""
+        sealed = placed.sealed
         with self._durable_cv:
+            if times is not None:
+                counters = self._counters
+                counters.epochs_sealed += 1
+                counters.records_written += placed.record_count
+                counters.bytes_written += placed.placement.span
+                seconds = times.seconds
+                if times.durable:
+                    counters.fsync_count += 1
+                    counters.fsync_seconds_total += seconds
+                    if seconds > counters.fsync_seconds_max:
+                        counters.fsync_seconds_max = seconds
+                    counters.last_epoch_fsync_seconds = seconds
+                else:
+                    counters.write_seconds_total += seconds
+                    counters.last_epoch_write_seconds = seconds
+                counters.seal_seconds_total += sealed.seal_seconds
+                counters.last_epoch_seal_seconds = sealed.seal_seconds
             progress = self._sequencer.completed(sealed.epoch)
             if progress.durable is not None:
                 self._durable_cv.notify_all()

@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from ._chain import RecoveryResult
-from ._codec import ChainPosition, SegmentHeader
+from ._codec import ChainPosition
 from ._config import LOG_FILE_ALIGNMENT, FsyncMode, WalConfig
 from ._fs import Buffer, FileSystem, write_all
 from ._layout import (
@@ -29,9 +29,9 @@ from ._layout import (
     NO_LOG_ID,
     FileState,
     LogFiles,
-    encode_segment_v2,
     encode_shutdown_marker,
     padded,
+    segment_buffers,
     segment_span,
 )
 from ._logfiles import (
@@ -154,16 +154,20 @@ class LogWriter:
         self._active_known.last_epoch = epoch
         return placement
 
-    def header(self, placement: Placement, **fields: Any) -> SegmentHeader:
-        """The segment header of an epoch placed at ``placement``: ``fields`` and the
-        identity of its file (invariant 4b: log id, file_no, salt)."""
+    def segment(
+        self, placement: Placement, body: Sequence[Buffer], *, epoch: int, record_count: int,
+        lane_count: int, commit_seq_lo: int, commit_seq_hi: int, prev_epoch: int,
+        body_length: int, flags: int, acked_epoch: int,
+    ) -> list[Buffer]:
+        """The buffers of the segment of an epoch placed at ``placement``, for its one write:
+        its header (with the identity of its file, invariant 4b: log id, file_no, salt),
+        ``body`` (not copied) and padding to the file's alignment."""
         file_header = placement.file.header
-        return SegmentHeader(version=2, log_id=self.log_id, file_no=file_header.file_no,
-                             salt=file_header.salt, **fields)
-
-    def encode(self, header: SegmentHeader, body: Sequence[Buffer]) -> list[Buffer]:
-        """The segment's buffers for its one write: header, ``body`` (not copied), padding."""
-        return encode_segment_v2(header, body, self.spec.alignment)
+        return segment_buffers(
+            body, self.spec.alignment, flags=flags, epoch=epoch, record_count=record_count,
+            lane_count=lane_count, commit_seq_lo=commit_seq_lo, commit_seq_hi=commit_seq_hi,
+            prev_epoch=prev_epoch, body_length=body_length, log_id=self.log_id,
+            file_no=file_header.file_no, salt=file_header.salt, acked_epoch=acked_epoch)
 
     def write(self, placement: Placement, buffers: Sequence[Buffer]) -> WriteTimes:
         """One write at the placement; durable on return with ``fsync=full`` (invariant 1)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -16,7 +16,7 @@ from .._checkpoint import CheckpointResult
 from .._codec import ChainPosition, Commit, SegmentHeader
 from .._config import WalConfig
 from .._errors import CorruptSegmentError
-from .._fs import FileSystem
+from .._fs import Buffer, FileSystem
 from .._lanes import Lane
 from .._layout import LogFileHeader, LogFiles, ShutdownMarker
 from .._pager import WalPager
@@ -71,12 +71,12 @@ class AcksBeforeFsync(Wal):
     """Marks the epoch durable before writing its segment."""
 
     def _write_segment(self, placed: _PlacedEpoch) -> WriteTimes:
-        Wal._mark_durable(self, placed.sealed)
+        Wal._mark_durable(self, placed)
         return super()._write_segment(placed)
 
-    def _mark_durable(self, sealed: _SealedEpoch) -> None:
-        if self.durable_position.epoch < sealed.epoch:
-            super()._mark_durable(sealed)
+    def _mark_durable(self, placed: _PlacedEpoch, times: WriteTimes | None = None) -> None:
+        if self.durable_position.epoch < placed.sealed.epoch:
+            super()._mark_durable(placed, times)
 
 
 class CommitStraddlesEpochs(Wal):
@@ -246,8 +246,9 @@ class AcksOutOfPrefixOrder(Wal):
 
 
 class _ZeroAckedLogWriter(LogWriter):
-    def header(self, placement: Placement, **fields: Any) -> SegmentHeader:
-        return super().header(placement, **{**fields, "acked_epoch": 0})
+    def segment(self, placement: Placement, body: Sequence[Buffer], **fields: Any
+                ) -> list[Buffer]:
+        return super().segment(placement, body, **{**fields, "acked_epoch": 0})
 
 
 class LeavesAckedEpochZero(Wal):
