@@ -101,7 +101,8 @@ def make_commit(
     commit (``None`` = unchanged). Raises :class:`InvalidCommitError` or
     :class:`ImageTooLargeError`.
     """
-    items: Iterable[Any] = pages.items() if isinstance(pages, Mapping) else pages
+    items: Iterable[Any] = (pages if isinstance(pages, (list, tuple))  # skips the ABC check
+                            else pages.items() if isinstance(pages, Mapping) else pages)
     views: list[tuple[int, memoryview]] = []
     size = 0
     try:
