@@ -241,6 +241,10 @@ class Wal:
 
         # Owned by whoever holds _publish_lock: the ticker, or a committer leading its epoch.
         self._publish_lock = threading.Lock()
+        # Set by the holder of _publish_lock from when it commits to sealing until its seal has
+        # taken the lanes' staged commits (cleared under every lane lock): a committer that
+        # staged before reading it True is in that seal.
+        self._seal_coming = False
         self._unsynced = False  # fsync=normal: segments written since the last sync
         self._segment_ends: collections.deque[ChainPosition] = collections.deque(
             ChainPosition(s.header.epoch, s.header.commit_seq_hi)
@@ -954,13 +958,18 @@ class Wal:
         if leading is None:
             self._publish_lock.acquire()
         elif not self._publish_lock.acquire(blocking=False):
-            self._request_seal()
+            # The holder may be about to seal (waiting for room in flight, say): then it seals
+            # what this committer staged, and the ticker need not be asked (see _seal_coming).
+            if not self._seal_coming:
+                self._request_seal()
             return True
         try:
             if leading is not None and leading != self._open_epoch:
                 return True
+            self._seal_coming = True
             placed = self._seal_and_place()
         finally:
+            self._seal_coming = False
             self._publish_lock.release()
         if placed is None:
             return self._sequencer.broken is None
@@ -1072,6 +1081,7 @@ class Wal:
         """Close the open epoch: swap every lane's buffer and open the next epoch."""
         started = time.perf_counter()
         with self._every_lane:
+            self._seal_coming = False
             lo, hi = self._epoch_first_seq, self._next_seq - 1
             if hi < lo:
                 return None
