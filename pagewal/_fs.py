@@ -44,6 +44,7 @@ _MAX_OFFSET = (1 << 63) - 1  # the largest file offset (off_t)
 _MAP_THRESHOLD = 1 << 20
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECT = getattr(os, "O_DIRECT", 0)
 DEFAULT_FILE_MODE = 0o644
 """The permission bits of a file pagewal creates when there is no database file to copy them
 from (a plain :class:`Wal` log, or a pager's new data file); the umask applies."""
@@ -100,6 +101,12 @@ class FileSystem(Protocol):
     def pwritev_dsync(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
         """Like :meth:`pwritev`, and the bytes written (with the file size) are durable when it
         returns, as after ``fdatasync``. Raises ``OSError`` if they may not be."""
+
+    def open_direct(self, fd: int) -> int | None:
+        """A second descriptor, for writing, of the open file ``fd`` itself (never of whatever
+        its name may point to now) with ``O_DIRECT``: writes through it bypass the page cache,
+        so each offset, length and buffer address must be a multiple of the block size. None
+        where the file system offers no direct I/O; the caller then writes through ``fd``."""
 
     def writev(self, fd: int, buffers: Sequence[Buffer]) -> int:
         """Write ``buffers`` in order; may write fewer bytes than given (short write)."""
@@ -166,6 +173,7 @@ class OsFileSystem(FileSystem):
         self._directories: dict[str, int] = {}
         self._directories_lock = threading.Lock()
         self._dsync_flag: int = getattr(os, "RWF_DSYNC", 0)
+        self._direct_possible = True
 
     def open_for_write(self, path: str, mode: FileMode | None = None) -> int:
         # O_EXCL: a file already at the name is never truncated, and (with O_CREAT) a symbolic
@@ -235,6 +243,26 @@ class OsFileSystem(FileSystem):
         written = os.pwritev(fd, buffers, offset)
         os.fdatasync(fd)
         return written
+
+    def open_direct(self, fd: int) -> int | None:
+        # Through /proc/self/fd the new descriptor opens the inode ``fd`` has open, whatever
+        # now lies at its name; O_DIRECT is refused (EINVAL) where the file system lacks it.
+        if not _DIRECT or not self._direct_possible:
+            return None
+        try:
+            direct = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | _DIRECT | _CLOEXEC)
+        except OSError:
+            self._direct_possible = False  # no /proc, or no direct I/O: buffered writes then
+            return None
+        try:
+            mine, theirs = os.fstat(direct), os.fstat(fd)
+        except BaseException:
+            os.close(direct)
+            raise
+        if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):  # pragma: no cover
+            os.close(direct)
+            return None
+        return direct
 
     def writev(self, fd: int, buffers: Sequence[Buffer]) -> int:
         return os.writev(fd, buffers)

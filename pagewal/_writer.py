@@ -76,7 +76,8 @@ class LogWriter:
         self.spec = LogFileSpec(
             directory=files.directory, db_name=files.db_name, log_id=log_id,
             capacity=config.log_file_bytes, alignment=LOG_FILE_ALIGNMENT,
-            inflight_limit=config.inflight_epochs, mode=files.file_mode)
+            inflight_limit=config.inflight_epochs, mode=files.file_mode,
+            direct=config.fsync is FsyncMode.FULL)
         known: list[_KnownFile] = []
         ready: list[OpenLogFile] = []
         active: OpenLogFile | None = None
@@ -115,6 +116,9 @@ class LogWriter:
                                          last_epoch=info.last_epoch)
                 elif info.header is not None and info.header.log_id == log_id:
                     known.append(_KnownFile(info.file_no, info.path, None, info.last_epoch))
+        if self.spec.direct:  # files made ready by the pool get theirs in its thread
+            for file in [*ready, *([] if active is None else [active])]:
+                file.open_direct(fs)
         self.next_epoch = min_epoch
         self._known = known
         self.pool = self._new_pool(fs, self.spec, max_file_no + 1, ready)

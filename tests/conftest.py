@@ -210,6 +210,12 @@ class RecordingFileSystem(OsFileSystem):
         self._fd_paths[fd] = path
         return fd
 
+    def open_direct(self, fd: int) -> int | None:
+        direct = super().open_direct(fd)
+        if direct is not None:  # writes through it are the file's writes, failed or gated
+            self._fd_paths[direct] = self._fd_paths.get(fd, "?")
+        return direct
+
     def writev(self, fd: int, buffers: Sequence[bytes | bytearray | memoryview]) -> int:
         self.note("writev", self._fd_paths.get(fd, "?"))
         return super().writev(fd, buffers)

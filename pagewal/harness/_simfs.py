@@ -412,6 +412,9 @@ class SimulatedFileSystem(FileSystem):
         with self._lock:
             return self._write("pwritev", fd, offset, buffers)
 
+    def open_direct(self, fd: int) -> int | None:
+        return None  # every write goes through the page cache this model keeps
+
     def pwritev_dsync(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
         """``pwritev2(RWF_DSYNC)``: a write, then a ``dsync`` of just its range, as two logged
         operations with the lock let go between them, so that writes of other threads can be
