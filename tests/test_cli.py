@@ -211,7 +211,11 @@ def crashed_log(db: Path, count: int) -> list[Committed]:
         committed = [commit_pages(wal, k) for k in range(count)]
         for path in live.parent.iterdir():
             if path.name != f"{db.name}-wal-lock":
-                (db.parent / path.name).write_bytes(path.read_bytes())
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:  # the pool made a ".tmp" file ready meanwhile
+                    continue
+                (db.parent / path.name).write_bytes(data)
     return committed
 
 

@@ -27,7 +27,7 @@ from pagewal import (
     WrongLogError,
     recover,
 )
-from pagewal._codec import ChainPosition
+from pagewal._codec import ChainPosition, Commit, encode_commit_into
 from pagewal._layout import (
     SEGMENT_MAGIC,
     decode_file_header,
@@ -490,22 +490,25 @@ def test_fsync_normal_syncs_published_segments_within_an_interval_even_when_idle
         assert commit_path_ops(recording_fs, opened) == ["pwritev", "fsync"]
 
 
+def _fail_encoding_page(module: object, monkeypatch: pytest.MonkeyPatch, page_no: int) -> None:
+    """Make ``module``'s encode_commit_into raise MemoryError for a commit of ``page_no``:
+    after the commit's seq was assigned, as an interrupt or a bug could."""
+    original = encode_commit_into
+
+    def failing_encode(buffer: memoryview, offset: int, commit: Commit, **kwargs: int) -> int:
+        if any(number == page_no for number, _ in commit.pages):
+            raise MemoryError("injected")
+        return original(buffer, offset, commit, **kwargs)
+
+    monkeypatch.setattr(module, "encode_commit_into", failing_encode)
+
+
 def test_a_failure_after_a_seq_is_assigned_breaks_the_log_instead_of_leaving_a_gap(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pagewal import _lanes
 
-    original = _lanes.encode_commit_into
-    calls = 0
-
-    def failing_encode(*args: object, **kwargs: object) -> int:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise MemoryError("injected")
-        return original(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_lanes, "encode_commit_into", failing_encode)
+    _fail_encoding_page(_lanes, monkeypatch, 3)
     wal = Wal.open(db_path, Config(lanes=1, epoch_interval_ms=60_000))
     first = wal.commit({1: b"one"})
     second = wal.submit({2: b"two"})
@@ -518,6 +521,24 @@ def test_a_failure_after_a_seq_is_assigned_breaks_the_log_instead_of_leaving_a_g
     assert wal.is_durable(first) and not wal.is_durable(second)
     result = recover(db_path)  # no segment with a hole in its seq range was published
     assert result.last_commit_seq == 1
+
+
+def test_a_lone_committers_failure_after_its_seq_is_assigned_breaks_the_log(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pagewal import _wal
+
+    _fail_encoding_page(_wal, monkeypatch, 2)  # the path of a commit alone in its epoch
+    wal = Wal.open(db_path, Config(lanes=1, epoch_interval_ms=60_000))
+    first = wal.commit({1: b"one"})
+    with pytest.raises(MemoryError):
+        wal.commit({2: b"two"})
+    with pytest.raises(pagewal.BrokenLogError, match="commit_seq was assigned"):
+        wal.commit({3: b"three"})
+    with pytest.raises(pagewal.BrokenLogError):
+        wal.close()
+    assert wal.is_durable(first)
+    assert recover(db_path).last_commit_seq == 1
 
 
 def test_concurrent_closes_all_return_after_the_final_seal(db_path: Path) -> None:
