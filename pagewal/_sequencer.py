@@ -83,10 +83,18 @@ class Sequencer(Generic[Token]):
     Waiter tokens are opaque: the driver gets them back to release.
     """
 
-    def __init__(self, durable: ChainPosition, *, inflight_limit: int) -> None:
-        if inflight_limit < 1:
-            raise ValueError(f"inflight_limit must be >= 1, not {inflight_limit}")
+    def __init__(self, durable: ChainPosition, *, inflight_limit: int,
+                 batched_limit: int | None = None, single_limit: int | None = None) -> None:
+        for name, value in (("inflight_limit", inflight_limit), ("batched_limit", batched_limit),
+                            ("single_limit", single_limit)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, not {value}")
         self.inflight_limit = inflight_limit
+        # Within the hard limit: how many epochs may be in flight when the last sealed epoch
+        # held several commits (batched) or one (single); see can_seal.
+        self._batched_limit = min(inflight_limit, batched_limit or inflight_limit)
+        self._single_limit = min(inflight_limit, single_limit or inflight_limit)
+        self._last_batched = False
         self._state = LogState.OPEN
         self._close_begun = False
         self._broken: tuple[str, BaseException] | None = None
@@ -133,9 +141,13 @@ class Sequencer(Generic[Token]):
         return len(self._pending)
 
     def can_seal(self) -> bool:
-        """Whether an epoch may be sealed now."""
-        return (self._state in (LogState.OPEN, LogState.CLOSING)
-                and len(self._pending) < self.inflight_limit)
+        """Whether an epoch may be sealed now: never beyond ``inflight_limit`` epochs in
+        flight (invariant 3's window), and within it ``batched_limit`` after an epoch of
+        several commits, ``single_limit`` after an epoch of one. A driver whose commits come
+        in groups then writes one epoch at a time, so the next one gathers every commit staged
+        meanwhile, while single commits still overlap."""
+        limit = self._batched_limit if self._last_batched else self._single_limit
+        return self._state in (LogState.OPEN, LogState.CLOSING) and len(self._pending) < limit
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -188,6 +200,7 @@ class Sequencer(Generic[Token]):
                 f"epoch {epoch} (prev {prev_epoch}, commits to {commit_seq_hi}) does not "
                 f"follow epoch {last.epoch} (commits to {last.commit_seq})")
         self._pending[epoch] = (commit_seq_hi, False)
+        self._last_batched = commit_seq_hi - last.commit_seq > 1
         self._sealed = ChainPosition(epoch, commit_seq_hi)
 
     def completed(self, epoch: int) -> Progress[Token]:

@@ -274,8 +274,14 @@ class Wal:
         return LogWriter(fs, files, config, recovery)
 
     def _new_sequencer(self, durable: ChainPosition) -> Sequencer[threading.Lock]:
-        """The sequencer of this log; a waiter's token is a lock its thread blocks on."""
-        return Sequencer(durable, inflight_limit=self._config.inflight_epochs)
+        """The sequencer of this log; a waiter's token is a lock its thread blocks on.
+
+        Epochs of several commits are written one at a time, single-commit epochs up to one
+        per lane (the number of cores) at once, never more than ``inflight_epochs``: measured
+        in docs/DESIGN.md §5, where a Python process's thread hand-offs, not the disk, limit
+        group commit."""
+        return Sequencer(durable, inflight_limit=self._config.inflight_epochs,
+                         batched_limit=1, single_limit=len(self._lanes))
 
     # ------------------------------------------------------------------ opening
 
@@ -1050,8 +1056,7 @@ class Wal:
         sequencer = self._sequencer
         if not sequencer.can_seal():  # only a seal, which we are, makes it False again
             with self._durable_cv:
-                # Invariant 3's window: at most inflight_epochs sealed epochs beyond the durable
-                # prefix (a reader relies on it to tell damage from a torn tail, DESIGN §4).
+                # Invariant 3's window, and the sequencer's batching within it (can_seal).
                 while not sequencer.can_seal() and sequencer.broken is None:
                     self._durable_cv.wait()
         sealed = self._seal()

@@ -32,6 +32,22 @@ def sealed_sequencer(epochs: list[tuple[int, int]], limit: int = 64) -> Sequence
 # ----------------------------------------------------------------------------- examples
 
 
+def test_after_an_epoch_of_several_commits_one_epoch_is_written_at_a_time() -> None:
+    sequencer: Sequencer[str] = Sequencer(START, inflight_limit=4, batched_limit=1,
+                                          single_limit=2)
+    sequencer.seal(5, 4, 41)  # one commit
+    assert sequencer.can_seal()  # single commits overlap: up to two in flight
+    sequencer.seal(6, 5, 42)
+    assert not sequencer.can_seal()
+    sequencer.completed(5)
+    sequencer.seal(7, 6, 45)  # three commits: the next epoch waits until nothing is in flight
+    assert not sequencer.can_seal()
+    sequencer.completed(6)
+    assert not sequencer.can_seal()
+    sequencer.completed(7)
+    assert sequencer.can_seal() and sequencer.durable == ChainPosition(7, 45)
+
+
 def test_an_epoch_completed_before_an_earlier_one_is_durable_only_with_it() -> None:
     sequencer = sealed_sequencer([(5, 41), (6, 45), (7, 46)])
     sequencer.add_waiter(6, "six")
@@ -146,6 +162,8 @@ def test_a_timed_out_waiter_is_forgotten() -> None:
 def test_an_in_flight_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="inflight_limit"):
         Sequencer(START, inflight_limit=0)
+    with pytest.raises(ValueError, match="batched_limit"):
+        Sequencer(START, inflight_limit=4, batched_limit=0)
 
 
 # ----------------------------------------------------------------------------- any order
@@ -222,7 +240,7 @@ class SequencerMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.limit = 1
+        self.limit = self.batched = self.single = 1
         self.sequencer: Sequencer[int] = Sequencer(START, inflight_limit=1)
         self.sealed: list[tuple[int, int]] = []  # (epoch, commit_seq_hi), ascending
         self.done: set[int] = set()
@@ -231,12 +249,16 @@ class SequencerMachine(RuleBasedStateMachine):
         self.waiting: dict[int, int] = {}  # token -> epoch, not yet released
         self.next_token = 0
 
-    @rule(limit=st.integers(1, 4))
-    def restart_with_limit(self, limit: int) -> None:
+    @rule(limit=st.integers(1, 4), batched=st.none() | st.integers(1, 4),
+          single=st.none() | st.integers(1, 4))
+    def restart_with_limit(self, limit: int, batched: int | None, single: int | None) -> None:
         if self.sealed or self.close_begun or self.broken or self.waiting:
             return
         self.limit = limit
-        self.sequencer = Sequencer(START, inflight_limit=limit)
+        self.batched = limit if batched is None else min(limit, batched)
+        self.single = limit if single is None else min(limit, single)
+        self.sequencer = Sequencer(START, inflight_limit=limit, batched_limit=batched,
+                                   single_limit=single)
 
     def model_prefix(self) -> ChainPosition:
         position = START
@@ -260,7 +282,11 @@ class SequencerMachine(RuleBasedStateMachine):
     def seal(self, gap: int, commits: int) -> None:
         last_epoch, last_hi = self.sealed[-1] if self.sealed else (START.epoch, START.commit_seq)
         epoch, hi = last_epoch + gap, last_hi + commits
-        legal = not self.closed and not self.broken and self.inflight() < self.limit
+        before_last = self.sealed[-2][1] if len(self.sealed) > 1 else START.commit_seq
+        # After an epoch of several commits the batched limit holds, else the single one.
+        limit = self.batched if self.sealed and last_hi - before_last > 1 else self.single
+        assert limit <= self.limit
+        legal = not self.closed and not self.broken and self.inflight() < limit
         assert self.sequencer.can_seal() == legal
         if legal:
             self.sequencer.seal(epoch, last_epoch, hi)

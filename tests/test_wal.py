@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_LOG_FILE_BYTES, RecordingFileSystem, wait_until
+from conftest import SMALL_LOG_FILE_BYTES, Background, RecordingFileSystem, wait_until
 
 import pagewal
 from pagewal import (
@@ -381,6 +381,74 @@ def test_backpressure_blocks_writers_instead_of_growing_memory(
     wal.close()
     assert recover(db_path).last_commit_seq == 13
     assert len(tickets) == 12
+
+
+def _waits_in(thread_name: str, function: str) -> bool:
+    """Whether the thread named ``thread_name`` is blocked (in a ``wait``) inside
+    ``function``: where a thread stands, read from its frames rather than guessed by time."""
+    idents = [t.ident for t in threading.enumerate() if t.name == thread_name]
+    frame = sys._current_frames().get(idents[0]) if idents else None
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return function in names and "wait" in names[: names.index(function)]
+
+
+def test_after_an_epoch_of_several_commits_the_next_is_sealed_once_it_is_durable(
+    db_path: Path, recording_fs: RecordingFileSystem, background: Background
+) -> None:
+    gate = threading.Event()
+    background.release_on_exit(gate)
+    wal = Wal.open(db_path, Config(lanes=2, inflight_epochs=4, epoch_interval_ms=60_000),
+                   fs=recording_fs)
+    try:
+        grouped = [wal.submit({n: b"grouped"}) for n in range(2)]
+        before = recording_fs.counts.get("writev", 0)
+        recording_fs.gate["writev"] = gate  # segment writes wait here
+        background.start(wal.flush, name="flush")  # the two commits: one epoch, held
+        assert wait_until(lambda: recording_fs.counts.get("writev", 0) == before + 1)
+        background.start(lambda: wal.commit({9: b"third"}), name="third")
+        # Batching: the third commit's epoch waits for the held one instead of overlapping it.
+        assert wait_until(lambda: _waits_in("third", "_seal_and_place")
+                          or recording_fs.counts["writev"] > before + 1)
+        assert recording_fs.counts["writev"] == before + 1
+        assert wal.statistics().epochs_in_flight == 1
+        gate.set()
+        background.join()
+        assert all(wal.is_durable(t) for t in grouped)
+    finally:
+        gate.set()
+        wal.close()
+    epochs = [s.header for s in committed_segments(db_path)]
+    assert [(h.commit_seq_lo, h.commit_seq_hi) for h in epochs] == [(1, 2), (3, 3)]
+
+
+def test_single_commits_are_written_at_once_up_to_one_per_lane(
+    db_path: Path, recording_fs: RecordingFileSystem, background: Background
+) -> None:
+    gate = threading.Event()
+    background.release_on_exit(gate)
+    wal = Wal.open(db_path, Config(lanes=2, inflight_epochs=4, epoch_interval_ms=60_000),
+                   fs=recording_fs)
+    try:
+        before = recording_fs.counts.get("writev", 0)
+        recording_fs.gate["writev"] = gate
+        for held, name in enumerate(("first", "second"), start=1):
+            # Each an epoch of its own, written at once.
+            background.start(functools.partial(wal.commit, {held: name.encode()}), name=name)
+            assert wait_until(lambda n=before + held: recording_fs.counts.get("writev", 0) == n)
+        assert wal.statistics().epochs_in_flight == 2
+        background.start(lambda: wal.commit({7: b"third"}), name="third")
+        assert wait_until(lambda: _waits_in("third", "_seal_and_place")
+                          or recording_fs.counts["writev"] > before + 2)
+        assert recording_fs.counts["writev"] == before + 2  # two lanes: two at once
+        gate.set()
+        background.join()
+    finally:
+        gate.set()
+        wal.close()
+    assert [s.header.commit_seq_hi for s in committed_segments(db_path)] == [1, 2, 3]
 
 
 def test_wait_durable_times_out_while_the_disk_stalls(

@@ -217,6 +217,7 @@ class AcksOutOfPrefixOrder(Wal):
         super().__init__(*args, **kwargs)
 
     def _new_sequencer(self, durable: ChainPosition) -> Sequencer[threading.Lock]:
+        # Later epochs are sealed and written while epoch 3 is held, whatever their size.
         return _OutOfOrderSequencer(durable, inflight_limit=self._config.inflight_epochs)
 
     def _write_and_complete(self, placed: _PlacedEpoch) -> bool:
