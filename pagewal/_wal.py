@@ -20,11 +20,13 @@ to the sequencer, and releases the waiters it hands back after dropping that loc
 its durable position and flags without the lock are single attribute reads, as before.
 
 Epochs are sealed and placed in their log file one at a time, in order, by whoever holds
-``_publish_lock``: the ticker, or a committing thread leading its own complete epoch
-(group-commit leader, no thread hand-off). The segment is then written *outside* that lock by
-the same thread, with one durable write (format 2, DESIGN §4.3), so up to
-``config.inflight_epochs`` epochs are written at once; the sequencer acknowledges them only as
-a contiguous prefix (invariant 3), whatever order the writes complete in. Any ``OSError``
+``_publish_lock``: the ticker, a committing thread leading its own complete epoch (group-commit
+leader, no thread hand-off), or a lone committer sealing its commit as an epoch of its own
+without staging it (:meth:`Wal._commit_alone`). The segment is then written *outside* that
+lock by the same thread, with one durable write (format 2, DESIGN §4.3), so several epochs may
+be written at once (at most ``config.inflight_epochs``; fewer while commits come in groups, as
+the sequencer decides, DESIGN §5); the sequencer acknowledges them only as a contiguous prefix
+(invariant 3), whatever order the writes complete in. Any ``OSError``
 while placing or writing breaks the log for good (invariant 6). File creation, zero-filling,
 renames and recycling happen in the writer's pool thread, never on the commit path
 (invariant 4a).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -395,31 +396,45 @@ def _waits_in(thread_name: str, function: str) -> bool:
     return function in names and "wait" in names[: names.index(function)]
 
 
+@contextlib.contextmanager
+def _held_segment_writes(
+    db_path: Path, fs: RecordingFileSystem, background: Background
+) -> Iterator[tuple[Wal, threading.Event]]:
+    """A log with two lanes and up to four epochs in flight, and a gate every segment write
+    waits at once the caller sets ``fs.gate["writev"]`` to it; the gate opens at the end."""
+    gate = threading.Event()
+    background.release_on_exit(gate)
+    wal = Wal.open(db_path, Config(lanes=2, inflight_epochs=4, epoch_interval_ms=60_000), fs=fs)
+    try:
+        yield wal, gate
+    finally:
+        gate.set()
+        wal.close()
+
+
+def _third_commit_waits_to_seal(fs: RecordingFileSystem, writes: int) -> bool:
+    """Whether the thread "third" waits to seal its epoch, rather than a write beyond
+    ``writes`` reaching the gate (read from frames and counts, not guessed by time)."""
+    assert wait_until(lambda: _waits_in("third", "_seal_and_place") or fs.counts["writev"] > writes)
+    return fs.counts["writev"] == writes
+
+
 def test_after_an_epoch_of_several_commits_the_next_is_sealed_once_it_is_durable(
     db_path: Path, recording_fs: RecordingFileSystem, background: Background
 ) -> None:
-    gate = threading.Event()
-    background.release_on_exit(gate)
-    wal = Wal.open(db_path, Config(lanes=2, inflight_epochs=4, epoch_interval_ms=60_000),
-                   fs=recording_fs)
-    try:
+    with _held_segment_writes(db_path, recording_fs, background) as (wal, gate):
         grouped = [wal.submit({n: b"grouped"}) for n in range(2)]
         before = recording_fs.counts.get("writev", 0)
-        recording_fs.gate["writev"] = gate  # segment writes wait here
+        recording_fs.gate["writev"] = gate
         background.start(wal.flush, name="flush")  # the two commits: one epoch, held
         assert wait_until(lambda: recording_fs.counts.get("writev", 0) == before + 1)
         background.start(lambda: wal.commit({9: b"third"}), name="third")
         # Batching: the third commit's epoch waits for the held one instead of overlapping it.
-        assert wait_until(lambda: _waits_in("third", "_seal_and_place")
-                          or recording_fs.counts["writev"] > before + 1)
-        assert recording_fs.counts["writev"] == before + 1
+        assert _third_commit_waits_to_seal(recording_fs, before + 1)
         assert wal.statistics().epochs_in_flight == 1
         gate.set()
         background.join()
         assert all(wal.is_durable(t) for t in grouped)
-    finally:
-        gate.set()
-        wal.close()
     epochs = [s.header for s in committed_segments(db_path)]
     assert [(h.commit_seq_lo, h.commit_seq_hi) for h in epochs] == [(1, 2), (3, 3)]
 
@@ -427,11 +442,7 @@ def test_after_an_epoch_of_several_commits_the_next_is_sealed_once_it_is_durable
 def test_single_commits_are_written_at_once_up_to_one_per_lane(
     db_path: Path, recording_fs: RecordingFileSystem, background: Background
 ) -> None:
-    gate = threading.Event()
-    background.release_on_exit(gate)
-    wal = Wal.open(db_path, Config(lanes=2, inflight_epochs=4, epoch_interval_ms=60_000),
-                   fs=recording_fs)
-    try:
+    with _held_segment_writes(db_path, recording_fs, background) as (wal, gate):
         before = recording_fs.counts.get("writev", 0)
         recording_fs.gate["writev"] = gate
         for held, name in enumerate(("first", "second"), start=1):
@@ -440,14 +451,9 @@ def test_single_commits_are_written_at_once_up_to_one_per_lane(
             assert wait_until(lambda n=before + held: recording_fs.counts.get("writev", 0) == n)
         assert wal.statistics().epochs_in_flight == 2
         background.start(lambda: wal.commit({7: b"third"}), name="third")
-        assert wait_until(lambda: _waits_in("third", "_seal_and_place")
-                          or recording_fs.counts["writev"] > before + 2)
-        assert recording_fs.counts["writev"] == before + 2  # two lanes: two at once
+        assert _third_commit_waits_to_seal(recording_fs, before + 2)  # two lanes: two at once
         gate.set()
         background.join()
-    finally:
-        gate.set()
-        wal.close()
     assert [s.header.commit_seq_hi for s in committed_segments(db_path)] == [1, 2, 3]
 
 
