@@ -434,7 +434,8 @@ class LogFileWriter:
 
     def write(self, placement: Placement, buffers: Sequence[Buffer]) -> WriteTimes:
         """One write of the segment at its offset: durable on return with ``fsync=full``
-        (``pwritev2(RWF_DSYNC)``, else write and ``fdatasync``)."""
+        (``pwritev2(RWF_DSYNC)``, through the direct descriptor for a small segment; else
+        write and ``fdatasync``)."""
         fs, fd, offset, span = self._fs, placement.file.fd, placement.offset, placement.span
         started = time.perf_counter()
         dsync = self._durable_writes

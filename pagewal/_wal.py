@@ -741,7 +741,7 @@ class Wal:
         Raises :class:`BrokenLogError` (once) if the log is broken: staged commits that were not
         acknowledged may be lost. After close, :meth:`submit` raises :class:`ClosedError`.
         """
-        with self._all_lanes_locked(), self._durable_cv:
+        with self._every_lane, self._durable_cv:
             first = not self._sequencer.closing
             if first:
                 self._sequencer.begin_close()
@@ -785,7 +785,7 @@ class Wal:
     def _abandon(self) -> None:
         """Undo a constructed log whose files could not be made ready (``open`` failed): stop
         its threads without writing anything; ``open`` releases the lock."""
-        with self._all_lanes_locked(), self._durable_cv:
+        with self._every_lane, self._durable_cv:
             self._sequencer.begin_close()
         with self._ticker_cv:
             self._ticker_cv.notify()
@@ -878,7 +878,7 @@ class Wal:
         copy = detached(commit) if self._shadow_epoch else None  # re-checked under the locks
         waited = False
         while True:
-            with self._all_lanes_locked():
+            with self._every_lane:
                 if self._sequencer.closing:
                     raise ClosedError("the log is closed")
                 full = self._serial_bytes + commit.encoded_size > self._serial_capacity
@@ -953,10 +953,6 @@ class Wal:
             if self._open_waiters == 1 and not complete:
                 self._ticker_cv.notify()  # arm the flush-delay and quiet timers
             return complete
-
-    def _all_lanes_locked(self) -> _AllLanesLocked:
-        """Every lane lock, in lane order (a seal's cost)."""
-        return self._every_lane
 
     def _shadow_sampled(self, epoch: int) -> bool:
         if self._config.mode is Mode.SHADOW_COMPARE:

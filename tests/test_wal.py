@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import functools
 import math
 import os
@@ -455,6 +457,65 @@ def test_single_commits_are_written_at_once_up_to_one_per_lane(
         gate.set()
         background.join()
     assert [s.header.commit_seq_hi for s in committed_segments(db_path)] == [1, 2, 3]
+
+
+def _direct_io_here(directory: Path) -> bool:
+    fd = os.open(directory / "probe", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        direct = OsFileSystem().open_direct(fd)
+        if direct is not None:
+            os.close(direct)
+        return direct is not None
+    finally:
+        os.close(fd)
+
+
+def test_small_segments_go_through_a_direct_descriptor_of_the_log_file(db_path: Path) -> None:
+    if not _direct_io_here(db_path.parent):
+        pytest.skip("this file system offers no O_DIRECT")
+    with Wal.open(db_path, Config(lanes=1)) as wal:
+        wal.commit({1: b"direct"})
+        active = wal._writer._files.active
+        assert active is not None and active.direct_fd is not None
+        flags = fcntl.fcntl(active.direct_fd, fcntl.F_GETFL)
+        assert flags & os.O_DIRECT and os.path.samestat(os.fstat(active.direct_fd),
+                                                        os.stat(active.path))
+    assert recover(db_path).last_commit_seq == 1
+
+
+class _RefusesDirectWrites(RecordingFileSystem):
+    """Direct descriptors open, but every write through one fails with EINVAL (as for blocks
+    larger than the log's alignment), before anything is written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.direct: set[int] = set()
+        self.refused = 0
+
+    def open_direct(self, fd: int) -> int | None:
+        direct = super().open_direct(fd)
+        if direct is not None:
+            self.direct.add(direct)
+        return direct
+
+    def pwritev_dsync(
+        self, fd: int, buffers: Sequence[bytes | bytearray | memoryview], offset: int
+    ) -> int:
+        if fd in self.direct:
+            self.refused += 1
+            raise OSError(errno.EINVAL, "direct I/O refused")
+        return super().pwritev_dsync(fd, buffers, offset)
+
+
+def test_a_refused_direct_write_is_made_through_the_page_cache_instead(db_path: Path) -> None:
+    if not _direct_io_here(db_path.parent):
+        pytest.skip("this file system offers no O_DIRECT")
+    fs = _RefusesDirectWrites()
+    with Wal.open(db_path, Config(lanes=1), fs=fs) as wal:
+        tickets = [wal.commit({n: b"buffered"}) for n in range(3)]
+        assert all(wal.is_durable(t) for t in tickets) and not wal.statistics().broken
+    assert fs.refused == 1  # refused once, then every write went through the page cache
+    assert recover(db_path).last_commit_seq == 3
 
 
 def test_wait_durable_times_out_while_the_disk_stalls(
