@@ -518,6 +518,23 @@ def test_a_refused_direct_write_is_made_through_the_page_cache_instead(db_path: 
     assert recover(db_path).last_commit_seq == 3
 
 
+def test_a_log_that_rolls_over_recycles_and_closes_leaves_no_descriptor_open(
+    db_path: Path
+) -> None:
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_descriptors()
+    image = bytes(4000)
+    for _ in range(3):  # each open continues the log, in new, recycled and ready files
+        with Wal.open(db_path, Config(lanes=1, log_file_bytes=SMALL_LOG_FILE_BYTES)) as wal:
+            tickets = [wal.commit({n: image}) for n in range(40)]  # several 64 KiB files
+            wal.retire(tickets[-1])  # files behind the checkpoint go back to the pool
+            wal.commit({0: image})
+    assert wal.statistics().log_files_recycled + wal.statistics().log_files_created > 1
+    assert open_descriptors() == before
+
+
 def test_wait_durable_times_out_while_the_disk_stalls(
     db_path: Path, recording_fs: RecordingFileSystem
 ) -> None:
