@@ -54,13 +54,17 @@ class CorruptionReport(Report):
     raised: int
     torn_tails: int
     prefix_exact: int
+    no_prefix: int  # the first log file's header damaged: the log's start is unknown
 
     def summary(self) -> list[str]:
         return [
             f"corruption: seed {self.seed}, {self.segments} segments in two logs (closed, "
             f"crashed), corruptions detected {self.detected} / tried {self.tried} (raised "
             f"{self.raised}, torn tail reported {self.torn_tails}); skip_corrupt or the torn "
-            f"tail left exactly the valid prefix {self.prefix_exact} / {self.tried}",
+            f"tail left exactly the valid prefix {self.prefix_exact} / "
+            f"{self.tried - self.no_prefix} (the other {self.no_prefix} damaged the first "
+            "log file's header, which recovery reports as a missing checkpoint record "
+            "naming where it belongs: no prefix to keep)",
         ]
 
 
@@ -201,7 +205,7 @@ def run_corruption(
     with reader():
         logs = [build_log(seed, closed=True, wal_class=wal_class),
                 build_log(seed, closed=False, wal_class=wal_class)]
-        figures = dict.fromkeys(("tried", "detected", "raised", "torn", "exact"), 0)
+        figures = dict.fromkeys(("tried", "detected", "raised", "torn", "exact", "none"), 0)
         violations: list[str] = []
         for log in logs:
             epochs = [s.epoch for s in log.segments]
@@ -213,7 +217,8 @@ def run_corruption(
     return CorruptionReport(
         seed=seed, segments=sum(len(log.segments) for log in logs), tried=figures["tried"],
         detected=figures["detected"], raised=figures["raised"], torn_tails=figures["torn"],
-        prefix_exact=figures["exact"], violation_count=len(violations),
+        prefix_exact=figures["exact"], no_prefix=figures["none"],
+        violation_count=len(violations),
         violations=Report.kept(violations))
 
 
@@ -231,6 +236,7 @@ def _check(damaged: dict[str, bytes], seed: int, epochs: list[int], index: int, 
         # unknown: recovery says the checkpoint record is missing, naming where it belongs.
         if isinstance(error, CheckpointMissingError) and error.path == _CHECKPOINT:
             figures["detected"] += 1
+            figures["none"] += 1
             return []
         if error.path not in damaged or not 0 <= error.offset <= len(damaged[error.path]):
             return [f"error names {error.path} offset {error.offset}, not a place in the "
