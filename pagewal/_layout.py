@@ -731,7 +731,7 @@ def segment_buffers(
         body_length=body_length, log_id=log_id, file_no=file_no, salt=salt,
         acked_epoch=acked_epoch, body_crc=body_crc)
     buffers: list[Buffer] = [head, *body_buffers]
-    padding = -(SEGMENT_HEADER_SIZE + body_length) % alignment
+    padding = segment_span(body_length, alignment) - SEGMENT_HEADER_SIZE - body_length
     if padding:
         buffers.append(_ZEROS[:padding] if padding <= len(_ZEROS) else bytes(padding))
     return buffers

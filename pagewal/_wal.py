@@ -473,27 +473,19 @@ class Wal:
         chunk = memoryview(bytearray(commit.encoded_size))  # allocated before a seq exists
         lane = self._my_lane()
         with self._every_lane:
-            seq, epoch = self._next_seq, self._open_epoch
-            if (seq != self._epoch_first_seq or self._serial_chunks or sequencer.closing
-                    or sequencer.broken is not None or max(seq, epoch) > MAX_POSITION):
+            epoch = self._open_epoch
+            if (self._next_seq != self._epoch_first_seq or self._serial_chunks
+                    or sequencer.closing or sequencer.broken is not None
+                    or max(self._next_seq, epoch) > MAX_POSITION):
                 return None
-            with self._seq_lock:
-                self._next_seq = seq + 1
-            self._epoch_first_seq = seq + 1
+            seq = self._take_seq()
             try:
                 encode_commit_into(chunk, 0, commit, commit_seq=seq, lane_id=lane.lane_id)
-                with self._durable_cv:
-                    prev_epoch = sequencer.sealed.epoch
-                    sequencer.seal(epoch, prev_epoch, seq)
+                prev_epoch = self._move_epoch_on(epoch, seq)
             except BaseException as error:
                 self._staging_failed(seq, error)
                 raise
-            self._shadow_epoch = self._shadow_sampled(epoch + 1)
-            now = self._last_submit_at = self._clock()
-            with self._ticker_cv:
-                self._open_epoch = epoch + 1
-                self._open_waiters = 0
-                self._epoch_opened_at = now
+            self._last_submit_at = self._epoch_opened_at
         return _SealedEpoch(
             epoch=epoch, prev_epoch=prev_epoch, commit_seq_lo=seq, commit_seq_hi=seq,
             body=[chunk], record_count=len(commit.pages), serialized=False, shadow=None,
@@ -1186,20 +1178,7 @@ class Wal:
                 commits += self._serial_commits
                 self._serial_chunks = []
                 self._serial_bytes = self._serial_records = self._serial_commits = 0
-            self._epoch_first_seq = hi + 1
-            # The epoch after a sampled one is compared too: if this one diverges, commits
-            # already staged in the next one on the parallel path must not go unchecked.
-            self._shadow_epoch = self._shadow_sampled(epoch + 1) or self._shadow_sampled(epoch)
-            with self._durable_cv:
-                prev_epoch = self._sequencer.sealed.epoch
-                # A broken log still swaps the buffers (freeing staging memory) but registers
-                # nothing: _publish then writes nothing.
-                if self._sequencer.broken is None:
-                    self._sequencer.seal(epoch, prev_epoch, hi)
-            with self._ticker_cv:
-                self._open_epoch = epoch + 1
-                self._open_waiters = 0
-                self._epoch_opened_at = self._clock()
+            prev_epoch = self._move_epoch_on(epoch, hi)
         if self._space_waiting:
             with self._space_cv:
                 self._space_cv.notify_all()
@@ -1211,6 +1190,27 @@ class Wal:
             epoch=epoch, prev_epoch=prev_epoch, commit_seq_lo=lo, commit_seq_hi=hi, body=body,
             record_count=records, serialized=serialized, shadow=shadow,
             seal_seconds=time.perf_counter() - started)
+
+    def _move_epoch_on(self, epoch: int, commit_seq_hi: int) -> int:
+        """Register the seal of ``epoch`` (commits up to ``commit_seq_hi``) with the sequencer
+        and open the next epoch; returns the epoch it chains on. The caller holds every lane
+        lock (invariant 2: the open epoch moves only under all of them)."""
+        self._epoch_first_seq = commit_seq_hi + 1
+        # The epoch after a sampled one is compared too: if this one diverges, commits
+        # already staged in the next one on the parallel path must not go unchecked.
+        self._shadow_epoch = self._shadow_sampled(epoch + 1) or self._shadow_sampled(epoch)
+        sequencer = self._sequencer
+        with self._durable_cv:
+            prev_epoch = sequencer.sealed.epoch
+            # A broken log still swaps the buffers (freeing staging memory) but registers
+            # nothing: _publish then writes nothing.
+            if sequencer.broken is None:
+                sequencer.seal(epoch, prev_epoch, commit_seq_hi)
+        with self._ticker_cv:
+            self._open_epoch = epoch + 1
+            self._open_waiters = 0
+            self._epoch_opened_at = self._clock()
+        return prev_epoch
 
     def _place(self, sealed: _SealedEpoch) -> _PlacedEpoch | None:
         """Encode ``sealed``'s header and reserve its place in a log file (the caller holds
